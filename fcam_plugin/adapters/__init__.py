@@ -1,0 +1,91 @@
+"""Adapters turning the CAM methods of pytorch-grad-cam and torchcam into F-CAM seed sources."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Sequence
+
+from torch import nn
+
+from .base import CAMSource, normalize_per_image, upsample_cams
+from .gradcam import GradCAMSource, is_gradcam_method
+
+__all__ = ["CAMSource", "GradCAMSource", "build_source", "normalize_per_image", "resolve_method", "upsample_cams"]
+
+_LIBRARY_PREFIXES = {"gradcam": "pytorch_grad_cam", "pytorch_grad_cam": "pytorch_grad_cam", "torchcam": "torchcam.methods"}
+
+
+def _is_torchcam_method(method: object) -> bool:
+    try:
+        from torchcam.methods.core import _CAM
+    except ImportError:  # pragma: no cover
+        return False
+    return (inspect.isclass(method) and issubclass(method, _CAM)) or isinstance(method, _CAM)
+
+
+def _method_names(module_name: str) -> dict[str, Any]:
+    import importlib
+
+    module = importlib.import_module(module_name)
+    names = getattr(module, "__all__", None) or dir(module)
+    out = {}
+    for name in names:
+        obj = getattr(module, name, None)
+        if inspect.isclass(obj) and (is_gradcam_method(obj) or _is_torchcam_method(obj) or name in _WRAPPERS):
+            out[name] = obj
+    return out
+
+
+_WRAPPERS = ("RefineCAM", "FinerCAM", "SESS")
+
+
+def resolve_method(method: Any) -> Any:
+    """Turn a method name (``"GradCAMPlusPlus"``, ``"torchcam:LayerCAM"``) into its class.
+
+    Plain names are looked up in pytorch-grad-cam first, then torchcam; prefix ``gradcam:`` or
+    ``torchcam:`` to choose. Classes and instances are returned unchanged.
+    """
+    if not isinstance(method, str):
+        return method
+    prefix, _, name = method.rpartition(":")
+    if prefix and prefix.lower() not in _LIBRARY_PREFIXES:
+        raise ValueError(f"`method` prefix {prefix!r} is unknown; use one of {sorted(_LIBRARY_PREFIXES)}.")
+    modules = [_LIBRARY_PREFIXES[prefix.lower()]] if prefix else ["pytorch_grad_cam", "torchcam.methods"]
+    accepted = []
+    for module_name in modules:
+        table = _method_names(module_name)
+        matches = {k: v for k, v in table.items() if k.lower() == name.lower()}
+        if matches:
+            return next(iter(matches.values()))
+        accepted += [f"{module_name.split('.')[0]}:{k}" for k in sorted(table)]
+    raise ValueError(f"`method` {method!r} is not a known CAM method; accepted: {accepted}.")
+
+
+def build_source(
+    model: nn.Module,
+    method: Any,
+    target_layers: Sequence[nn.Module],
+    reshape_transform: Callable | None = None,
+    **method_kwargs: Any,
+) -> CAMSource:
+    """Pick the adapter for ``method`` (class, instance or name) of either library."""
+    method = resolve_method(method)
+    if is_gradcam_method(method):
+        return GradCAMSource(model, method, target_layers, reshape_transform, **method_kwargs)
+    try:
+        from .gradcam_wrappers import WrapperCAMSource, is_wrapper_method
+    except ImportError:
+        pass
+    else:
+        if is_wrapper_method(method):
+            return WrapperCAMSource(model, method, target_layers, reshape_transform, **method_kwargs)
+    if _is_torchcam_method(method):
+        try:
+            from .torchcam import TorchCAMSource
+        except ImportError as error:  # pragma: no cover - until the torchcam adapter lands
+            raise NotImplementedError("torchcam methods are not supported yet") from error
+        return TorchCAMSource(model, method, target_layers, reshape_transform, **method_kwargs)
+    raise TypeError(
+        f"`method` must be a CAM class or instance of pytorch-grad-cam (e.g. GradCAMPlusPlus) or of "
+        f"torchcam.methods (e.g. LayerCAM), or its name, got {method!r}."
+    )

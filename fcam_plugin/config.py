@@ -1,0 +1,84 @@
+"""Hyper-parameters of F-CAM training, with the reference recipe as defaults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ._checks import check_positive
+from .decoder import DEFAULT_DECODER_CHANNELS
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FCAMConfig"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class FCAMConfig:
+    """Everything that shapes the decoder and its training (saved in checkpoints).
+
+    Defaults follow the paper's reference run (CUB, 224 px, ResNet-50).
+
+    Attributes:
+        decoder_channels: U-Net up-block widths, from the deepest.
+        n_fg / n_bg: foreground / background seeds sampled per image and step.
+        seed_patch: side of the square each seed grows to.
+        fg_erosion: erosion kernel applied to the Otsu foreground region.
+        bg_percentile: CAM percentile below which pixels are background candidates.
+        crf_weight: lambda of the dense CRF loss (sum convention, exact-valued loss; the paper's
+            2e-9 was tuned on a lattice returning ~0.56x the exact value). 0 disables the term.
+        sigma_xy / sigma_rgb: bilateral kernel widths (pixels / RGB levels in 0..255).
+        crf_method: "auto", "lattice" or "exact" (see ``fcam_plugin.losses.dense_crf_loss``).
+        size_weight: weight of the log-barrier size term; 0 disables it.
+        barrier_t0 / barrier_factor / barrier_t_max: barrier parameter t, per epoch
+            ``min(t0 * factor**epoch, t_max)``.
+        lr / momentum / nesterov / weight_decay: the default SGD optimiser.
+        mean / std: normalisation of the classifier's inputs, undone to get RGB for the CRF.
+    """
+
+    decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS
+    n_fg: int = 1
+    n_bg: int = 1
+    seed_patch: int = 3
+    fg_erosion: int = 11
+    bg_percentile: float = 10.0
+    crf_weight: float = 1.1e-9
+    sigma_xy: float = 100.0
+    sigma_rgb: float = 15.0
+    crf_method: str = "auto"
+    size_weight: float = 0.1
+    barrier_t0: float = 1.0
+    barrier_factor: float = 1.01
+    barrier_t_max: float = 10.0
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
+        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
+        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
+        for name in ("crf_weight", "size_weight", "weight_decay", "momentum"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
+            check_positive(name, getattr(self, name))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"`mean` and `std` must hold 3 values (std > 0), got {self.mean} and {self.std}.")
+        if not self.decoder_channels or min(self.decoder_channels) < 1:
+            raise ValueError(f"`decoder_channels` must be positive ints, got {self.decoder_channels}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of builtins (lists for tuples), safe for ``torch.load(weights_only=True)``."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FCAMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown F-CAM config keys {unknown}; accepted: {sorted(known)}.")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

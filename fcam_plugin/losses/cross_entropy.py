@@ -1,0 +1,51 @@
+"""Partial cross-entropy: cross-entropy on the seed pixels only."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import describe
+from .seeds import IGNORE_INDEX
+
+__all__ = ["PartialCrossEntropy", "partial_cross_entropy"]
+
+
+def partial_cross_entropy(
+    logits: torch.Tensor, seeds: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    r"""Mean cross-entropy over the pixels that carry a seed.
+
+    .. math:: \mathcal{H} = \frac{1}{|\Omega'|} \sum_{p \in \Omega'} -\log S_p[Y_p]
+
+    Args:
+        logits: ``(B, K, H, W)`` unnormalised scores.
+        seeds: ``(B, H, W)`` long labels in ``[0, K)`` or ``ignore_index``.
+        ignore_index: label of pixels without a seed.
+
+    Returns:
+        Scalar loss; 0 (with a gradient path) when no pixel carries a seed.
+    """
+    if logits.ndim != 4 or seeds.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(
+            f"`logits` (B, K, H, W) and `seeds` (B, H, W) must match, got {describe(logits)} and "
+            f"{describe(seeds)}."
+        )
+    per_pixel = F.cross_entropy(logits.float(), seeds, ignore_index=ignore_index, reduction="sum")
+    count = (seeds != ignore_index).sum().clamp_min(1)
+    return per_pixel / count
+
+
+class PartialCrossEntropy(nn.Module):
+    """Module twin of :func:`partial_cross_entropy`."""
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        return partial_cross_entropy(logits, seeds, self.ignore_index)
+
+    def extra_repr(self) -> str:
+        return f"ignore_index={self.ignore_index}"

@@ -1,0 +1,127 @@
+"""Pseudo-labels ("seeds") sampled from a CAM: a few confident foreground and background pixels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import describe
+
+__all__ = ["IGNORE_INDEX", "otsu_threshold", "sample_seeds"]
+
+#: Label of pixels without a seed (ignored by the partial cross-entropy), as in ``F.cross_entropy``.
+IGNORE_INDEX = -100
+
+
+def otsu_threshold(values: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """Otsu's threshold of each map in a batch, computed on a histogram over [0, 1].
+
+    Args:
+        values: maps ``(B, ...)`` with values in [0, 1].
+        bins: histogram bins.
+
+    Returns:
+        Thresholds ``(B,)``: pixels strictly above belong to the foreground class.
+    """
+    flat = values.reshape(values.shape[0], -1).float().clamp(0, 1)
+    idx = (flat * (bins - 1)).round().long()
+    hist = torch.zeros(flat.shape[0], bins, device=flat.device).scatter_add_(1, idx, torch.ones_like(flat))
+    prob = hist / hist.sum(1, keepdim=True)
+    levels = torch.linspace(0, 1, bins, device=flat.device)
+    w0 = prob.cumsum(1)  # weight of the class "<= level"
+    mu0_sum = (prob * levels).cumsum(1)
+    mu_total = mu0_sum[:, -1:]
+    w1 = 1 - w0
+    between = (mu_total * w0 - mu0_sum) ** 2 / (w0 * w1).clamp_min(1e-12)
+    between = torch.where((w0 > 0) & (w1 > 0), between, torch.full_like(between, -1))
+    return levels[between.argmax(1)]
+
+
+def _pick(candidates: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
+    """One-hot map ``(B, H, W)`` of ``count`` pixels drawn uniformly among the candidates."""
+    b = candidates.shape[0]
+    weights = candidates.reshape(b, -1).float()
+    empty = weights.sum(1) == 0
+    weights[empty] = 1.0  # never reached by callers (candidates are made non-empty); keeps multinomial valid
+    n = min(count, weights.shape[1])
+    picks = torch.multinomial(weights, n, replacement=False, generator=generator)
+    onehot = torch.zeros_like(weights).scatter_(1, picks, 1.0)
+    return onehot.reshape(candidates.shape)
+
+
+def sample_seeds(
+    cams: torch.Tensor,
+    n_fg: int = 1,
+    n_bg: int = 1,
+    patch_size: int = 3,
+    erosion_size: int = 11,
+    bg_percentile: float = 10.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    r"""Sample foreground/background seeds from CAMs, as in F-CAM.
+
+    Foreground candidates are the pixels above the image's Otsu threshold, eroded with an
+    ``erosion_size`` square (if erosion removes everything, the un-eroded region is used);
+    background candidates are the pixels at or below the image's ``bg_percentile``-th percentile.
+    ``n_fg`` and ``n_bg`` pixels are drawn uniformly among them and grown to
+    ``patch_size`` x ``patch_size`` squares. Pixels claimed by both (possible on flat CAMs) and all
+    other pixels are ignored.
+
+    Args:
+        cams: CAMs ``(B, 1, H, W)`` or ``(B, H, W)`` in [0, 1], at input resolution.
+        n_fg: foreground seeds per image.
+        n_bg: background seeds per image.
+        patch_size: side of the square each seed grows to (odd).
+        erosion_size: side of the erosion kernel applied to the Otsu region (odd; 1 = none).
+        bg_percentile: percentile of CAM values below which pixels are background candidates.
+        generator: random generator for reproducible sampling.
+
+    Returns:
+        Long tensor ``(B, H, W)``: 1 foreground, 0 background, :data:`IGNORE_INDEX` elsewhere.
+
+    Example:
+        >>> cam = torch.zeros(1, 1, 32, 32); cam[..., 8:24, 8:24] = 1
+        >>> seeds = sample_seeds(cam, erosion_size=3)
+        >>> int((seeds == 1).sum()), int((seeds == 0).sum())
+        (9, 9)
+    """
+    if not isinstance(cams, torch.Tensor) or cams.ndim not in (3, 4) or (cams.ndim == 4 and cams.shape[1] != 1):
+        raise ValueError(f"`cams` must be a tensor (B, 1, H, W) or (B, H, W), got {describe(cams)}.")
+    for name, value in (("n_fg", n_fg), ("n_bg", n_bg)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"`{name}` must be an int >= 0, got {value!r}.")
+    for name, value in (("patch_size", patch_size), ("erosion_size", erosion_size)):
+        if not isinstance(value, int) or value < 1 or value % 2 == 0:
+            raise ValueError(f"`{name}` must be an odd int >= 1, got {value!r}.")
+    if not 0 < bg_percentile < 100:
+        raise ValueError(f"`bg_percentile` must be in (0, 100), got {bg_percentile!r}.")
+
+    cams = cams.detach().float().reshape(cams.shape[0], 1, *cams.shape[-2:])
+    b = cams.shape[0]
+    threshold = otsu_threshold(cams).view(b, 1, 1, 1)
+    fg_region = (cams > threshold).float()
+    if erosion_size > 1:
+        # Erosion = 1 - dilation of the complement; max_pool pads with -inf, so borders don't erode.
+        eroded = 1 - F.max_pool2d(1 - fg_region, erosion_size, stride=1, padding=erosion_size // 2)
+        keep = eroded.flatten(1).sum(1) > 0
+        fg_region = torch.where(keep.view(b, 1, 1, 1), eroded, fg_region)
+    low = torch.quantile(cams.flatten(1), bg_percentile / 100.0, dim=1).view(b, 1, 1, 1)
+    bg_region = (cams <= low).float()
+    # A constant CAM has no foreground above Otsu's threshold: use every pixel not in the background.
+    no_fg = fg_region.flatten(1).sum(1) == 0
+    fg_region = torch.where(no_fg.view(b, 1, 1, 1), 1 - bg_region, fg_region)
+
+    seeds = torch.full((b, *cams.shape[-2:]), IGNORE_INDEX, dtype=torch.long, device=cams.device)
+    grown = []
+    for region, count in ((fg_region, n_fg), (bg_region, n_bg)):
+        if count == 0 or region.sum() == 0:
+            grown.append(torch.zeros_like(region[:, 0], dtype=torch.bool))
+            continue
+        picked = _pick(region[:, 0], count, generator).unsqueeze(1)
+        if patch_size > 1:
+            picked = F.max_pool2d(picked, patch_size, stride=1, padding=patch_size // 2)
+        grown.append(picked[:, 0] > 0)
+    fg, bg = grown
+    seeds[fg & ~bg] = 1
+    seeds[bg & ~fg] = 0
+    return seeds

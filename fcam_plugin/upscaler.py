@@ -1,0 +1,340 @@
+"""FCAMUpscaler: fit / call / save / load around a frozen classifier and a wrapped CAM method."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ._checks import CheckpointError, NotFittedError, check_images, describe
+from ._state import frozen_eval
+from .adapters import CAMSource, build_source
+from .config import FCAMConfig
+from .decoder import UNetDecoder
+from .encoder import FeatureTaps, Tap, find_taps, taps_from_layers
+
+__all__ = ["FCAMUpscaler"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "fcam-plugin-checkpoint"
+SCHEMA_VERSION = 1
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    if param is None:
+        buffer = next(model.buffers(), None)
+        return buffer.device if buffer is not None else torch.device("cpu")
+    return param.device
+
+
+def classifier_fingerprint(model: nn.Module) -> dict[str, str]:
+    """Hashes of the classifier's architecture (names, shapes, dtypes) and of its weights."""
+    arch, weights = hashlib.sha256(), hashlib.sha256()
+    for name, tensor in [*model.state_dict().items()]:
+        arch.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        if tensor.is_floating_point():
+            weights.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return {"architecture": arch.hexdigest()[:16], "weights": weights.hexdigest()[:16]}
+
+
+class FCAMUpscaler:
+    """Full-resolution CAMs for a frozen classifier, called exactly like the CAM method it wraps.
+
+    A light U-Net decoder is trained on the classifier's skip features (the classifier stays
+    frozen and is never modified), guided by seeds sampled from the wrapped method's CAM, a dense
+    CRF colour prior and a size prior (F-CAM, Belharbi et al., WACV 2022). The decoder is
+    class-agnostic, as in the paper: it segments the object the classifier attends to, so the
+    map does not change with ``targets``.
+
+    Args:
+        model: the classifier, returning scores ``(B, num_classes)``.
+        method: a CAM class or ready instance of pytorch-grad-cam (``GradCAMPlusPlus``) or
+            torchcam (``torchcam.methods.LayerCAM``), or its name (``"GradCAMPlusPlus"``,
+            ``"torchcam:LayerCAM"``).
+        target_layers: layers of the CAM; default: the model's last spatial stage.
+        reshape_transform: pytorch-grad-cam reshape transform (transformers).
+        skip_layers: layers read as the decoder's skip features; default: found by probing.
+        config: training and decoder hyper-parameters.
+        **method_kwargs: extra constructor arguments for ``method`` given as a class.
+
+    Example:
+        >>> from pytorch_grad_cam import GradCAMPlusPlus
+        >>> up = FCAMUpscaler(model, GradCAMPlusPlus).fit(loader, epochs=1)
+        >>> maps = up(input_tensor=x, targets=None)   # np.ndarray (B, H, W) float32 in [0, 1]
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Any,
+        target_layers: Sequence[nn.Module] | None = None,
+        *,
+        reshape_transform: Callable | None = None,
+        skip_layers: Sequence[nn.Module | str] | None = None,
+        config: FCAMConfig | None = None,
+        **method_kwargs: Any,
+    ) -> None:
+        if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
+            raise TypeError(f"`model` must be a torch.nn.Module with parameters, got {describe(model)}.")
+        if config is not None and not isinstance(config, FCAMConfig):
+            raise TypeError(f"`config` must be an FCAMConfig, got {describe(config)}.")
+        self.model = model
+        self.config = config or FCAMConfig()
+        self.device = _model_device(model)
+        self.taps: list[Tap] = taps_from_layers(model, skip_layers) if skip_layers else find_taps(model)
+        if target_layers is None:
+            modules = dict(model.named_modules())
+            target_layers = [modules[self.taps[-1].name]]
+        elif isinstance(target_layers, nn.Module) or not all(isinstance(m, nn.Module) for m in target_layers):
+            raise TypeError(
+                f"`target_layers` must be a list of submodules of `model`, got {describe(target_layers)}."
+            )
+        self.source: CAMSource = build_source(model, method, list(target_layers), reshape_transform, **method_kwargs)
+        self.decoder = UNetDecoder(
+            [t.channels for t in self.taps], [t.stride for t in self.taps], self.config.decoder_channels
+        ).to(self.device)
+        self.min_size = self.taps[-1].stride
+        self.fitted = False
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ training
+    def fit(self, loader: Any, epochs: int = 10, **kwargs: Any) -> "FCAMUpscaler":
+        """Train the decoder; the classifier stays frozen and comes back unchanged.
+
+        Args:
+            loader: iterable of batches ``(images, labels)`` or ``(images, labels, *extra)``, images
+                ``(B, 3, H, W)`` normalised like the classifier's inputs, labels ``(B,)`` class indices.
+            epochs: passes over ``loader``.
+            **kwargs: see :func:`fcam_plugin.training.train` (``optimizer``, ``amp``, ``seed``,
+                ``progress``, ``checkpoint``, ``checkpoint_every``, ``resume``, ``max_steps``).
+
+        Returns:
+            ``self``, to chain ``FCAMUpscaler(model, method).fit(loader)``.
+        """
+        from .training import train
+
+        train(self, loader, epochs=epochs, **kwargs)
+        self.fitted = True
+        return self
+
+    # ----------------------------------------------------------------- inference
+    def maps(self, images: torch.Tensor) -> torch.Tensor:
+        """F-CAM maps ``(B, H, W)``: foreground probability at input resolution, on the model's device.
+
+        Args:
+            images: ``(B, 3, H, W)`` normalised like the classifier's inputs.
+        """
+        self._check_fitted()
+        check_images("images", images, min_size=self.min_size)
+        images = images.to(self.device)
+        with torch.no_grad(), frozen_eval(self.model), FeatureTaps(self.model, self.taps) as taps:
+            _, features = taps.forward(images)
+            was_training = self.decoder.training
+            self.decoder.eval()
+            try:
+                logits = self.decoder(features, tuple(images.shape[-2:]))
+            finally:
+                self.decoder.train(was_training)
+        return logits.float().softmax(1)[:, 1]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call like the wrapped method; e.g. for pytorch-grad-cam
+        ``up(input_tensor, targets=None, aug_smooth=False, eigen_smooth=False)`` returns an
+        ``np.ndarray`` float32 ``(B, H, W)`` in [0, 1]."""
+        self._check_fitted()
+        return self.source.explain(self.maps, *args, **kwargs)
+
+    def cams(self, images: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """The wrapped method's CAMs of ``labels``, bilinearly upsampled: ``(B, H, W)`` in [0, 1]."""
+        from .adapters import upsample_cams
+
+        check_images("images", images, min_size=self.min_size)
+        images = images.to(self.device)
+        labels = torch.as_tensor(labels, device=self.device).long().view(-1)
+        with frozen_eval(self.model):
+            low = self.source.cams(images, labels)
+        return upsample_cams(low, images.shape[-2:]).clamp(0, 1)[:, 0].detach()
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise NotFittedError(
+                "this FCAMUpscaler has not been trained: call `fit(loader)` or "
+                "`FCAMUpscaler.load(path, model, method)` first."
+            )
+
+    # ---------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Release hooks and library objects held for the wrapped method; idempotent."""
+        self.source.close()
+
+    def __enter__(self) -> "FCAMUpscaler":
+        self.source.attach()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        taps = ", ".join(f"{t.name}@{t.stride}" for t in self.taps)
+        n_params = sum(p.numel() for p in self.decoder.parameters())
+        return (
+            f"{type(self).__name__}(model={type(self.model).__name__}, method={self.source.library}:"
+            f"{self.source.method_name}, target_layers=[{', '.join(self._layer_names())}], "
+            f"skips=[{taps}], decoder_params={n_params / 1e6:.2f}M, fitted={self.fitted})"
+        )
+
+    def _layer_names(self) -> list[str]:
+        names = {m: n for n, m in self.model.named_modules()}
+        return [names.get(m, type(m).__name__) for m in self.source.target_layers]
+
+    # ---------------------------------------------------------------- persistence
+    def state(
+        self, training: dict[str, Any] | None = None, fingerprint: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """The checkpoint dict (builtins and tensors only); ``training`` holds resumable fit state."""
+        import importlib.metadata as md
+
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "versions": {"fcam_plugin": _version(md), "torch": torch.__version__},
+            "method": {"library": self.source.library, "name": self.source.method_name},
+            "config": self.config.to_dict(),
+            "taps": [[t.name, t.stride, t.channels] for t in self.taps],
+            "classifier": fingerprint or classifier_fingerprint(self.model),
+            "decoder": {k: v.detach().cpu() for k, v in self.decoder.state_dict().items()},
+            "fitted": self.fitted,
+            "training": training,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write decoder weights, config and classifier fingerprint to ``path`` (atomically)."""
+        atomic_save(self.state(), path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        model: nn.Module,
+        method: Any,
+        *,
+        check_weights: bool = True,
+        **kwargs: Any,
+    ) -> "FCAMUpscaler":
+        """Rebuild an upscaler saved by :meth:`save` for ``model`` and ``method``.
+
+        Uses ``torch.load(weights_only=True)``: no pickled code is executed.
+
+        Args:
+            check_weights: also require the classifier's weights to match the saved fingerprint
+                (architecture must always match).
+
+        Raises:
+            CheckpointError: unreadable, foreign or mismatched checkpoint.
+        """
+        state = read_checkpoint(path)
+        upscaler = cls(
+            model,
+            method,
+            skip_layers=[name for name, _, _ in state["taps"]],
+            config=FCAMConfig.from_dict(state["config"]),
+            **kwargs,
+        )
+        upscaler.load_state(state, path, check_weights=check_weights)
+        return upscaler
+
+    def load_state(self, state: dict[str, Any], path: object = "<state>", *, check_weights: bool = True) -> None:
+        """Load a checkpoint dict into this upscaler after checking it fits the classifier."""
+        saved = state["classifier"]
+        current = classifier_fingerprint(self.model)
+        if saved.get("architecture") != current["architecture"]:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was made for a different classifier architecture "
+                f"(fingerprint {saved.get('architecture')}, this model has {current['architecture']})."
+            )
+        if check_weights and saved.get("weights") != current["weights"]:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was made for the same architecture with different weights "
+                f"(fingerprint {saved.get('weights')}, this model has {current['weights']}); pass "
+                "check_weights=False to load it anyway."
+            )
+        taps = [[t.name, t.stride, t.channels] for t in self.taps]
+        if [list(t) for t in state["taps"]] != taps:
+            raise CheckpointError(f"checkpoint {str(path)!r} skip layers {state['taps']} differ from this model's {taps}.")
+        try:
+            self.decoder.load_state_dict(_clean_state_dict(state["decoder"]), strict=True)
+        except RuntimeError as error:
+            raise CheckpointError(f"checkpoint {str(path)!r} decoder does not match its config: {error}") from None
+        self.fitted = bool(state.get("fitted", True))
+
+
+def _version(md: Any) -> str:
+    try:
+        return md.version("fcam-plugin")
+    except md.PackageNotFoundError:
+        return "unknown"
+
+
+def _clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix) :]
+        out[key] = value
+    return out
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".fcam-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+_REQUIRED_KEYS = ("format", "schema_version", "config", "taps", "classifier", "decoder")
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a checkpoint with ``weights_only=True``; clear errors for bad files."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint `path` {path!r} does not exist or is not a file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, foreign pickle with code, random bytes...
+        raise CheckpointError(
+            f"checkpoint {path!r} could not be read safely (weights_only=True): {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path!r} is not an fcam-plugin checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r}, "
+            f"got {describe(state)})."
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path!r} is missing keys {missing}.")
+    if state["schema_version"] > SCHEMA_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path!r} has schema version {state['schema_version']}, newer than this "
+            f"fcam-plugin supports ({SCHEMA_VERSION}); upgrade fcam-plugin."
+        )
+    return state

@@ -1,0 +1,29 @@
+"""Datasets for weakly-supervised localisation: a synthetic set and wsolevaluation loaders."""
+
+from __future__ import annotations
+
+from .synthetic import MEAN, STD, SyntheticSample, SyntheticWSOL, save_wsol_folder
+from .wsol import (
+    MetadataError,
+    WSOLDataset,
+    read_class_labels,
+    read_image_ids,
+    read_image_sizes,
+    read_localization,
+    wsol_collate,
+)
+
+__all__ = [
+    "MEAN",
+    "STD",
+    "MetadataError",
+    "SyntheticSample",
+    "SyntheticWSOL",
+    "WSOLDataset",
+    "read_class_labels",
+    "read_image_ids",
+    "read_image_sizes",
+    "read_localization",
+    "save_wsol_folder",
+    "wsol_collate",
+]

@@ -21,7 +21,7 @@ Generation is deterministic: image ``i`` depends only on ``(seed, split, i)`` (a
 the class definitions (motifs) are fixed for a given ``num_classes`` whatever the seed. Use the
 same ``seed`` with different ``split`` values for disjoint train/val/test sets.
 
-Example:
+Examples:
     >>> ds = SyntheticWSOL(8, image_size=64, seed=0, split="train")
     >>> image, label, mask = ds[0]
     >>> image.shape, mask.shape, ds.boxes(0).shape
@@ -104,7 +104,7 @@ class SyntheticWSOL(Dataset):
     Raises:
         ValueError: an argument is out of range.
 
-    Example:
+    Examples:
         >>> ds = SyntheticWSOL(4, image_size=48, normalize=False)
         >>> float(ds[1][0].min()) >= 0.0 and ds[1][1] == 1
         True
@@ -428,7 +428,7 @@ def save_wsol_folder(
         ValueError: bad ``localization``, or dataset items that are not raw images and masks.
         TypeError: dataset items of the wrong type.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> data_root, meta_root = save_wsol_folder(SyntheticWSOL(2, 32), tempfile.mkdtemp())
         >>> sorted(p.name for p in (meta_root / "train").iterdir())[:2]

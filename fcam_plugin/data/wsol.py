@@ -23,7 +23,7 @@ interpolation. Masks are returned as uint8 with 0 (background), 1 (foreground) a
 the OpenImages "ignore" regions that are not foreground), which is what
 :class:`fcam_plugin.metrics.PxAP` expects (``ignore_index=255``).
 
-Example:
+Examples:
     >>> from torch.utils.data import DataLoader
     >>> ds = WSOLDataset("dataset/CUB", "metadata/CUB", "test", image_size=224)  # doctest: +SKIP
     >>> loader = DataLoader(ds, batch_size=32, collate_fn=wsol_collate)  # doctest: +SKIP

@@ -37,15 +37,20 @@ def otsu_threshold(values: torch.Tensor, bins: int = 256) -> torch.Tensor:
     return levels[between.argmax(1)]
 
 
-def _pick(candidates: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
-    """One-hot map ``(B, H, W)`` of ``count`` pixels drawn uniformly among the candidates."""
+def _pick(
+    candidates: torch.Tensor, count: int, keys: torch.Tensor
+) -> torch.Tensor:
+    """One-hot map ``(B, H, W)`` of ``count`` candidate pixels drawn uniformly without replacement.
+
+    The draw keeps the ``count`` candidates with the largest random ``keys`` (same shape), which is
+    uniform sampling without replacement and lets every process of a distributed run draw its rows
+    of one global key tensor.
+    """
     b = candidates.shape[0]
-    weights = candidates.reshape(b, -1).float()
-    empty = weights.sum(1) == 0
-    weights[empty] = 1.0  # never reached by callers (candidates are made non-empty); keeps multinomial valid
-    n = min(count, weights.shape[1])
-    picks = torch.multinomial(weights, n, replacement=False, generator=generator)
-    onehot = torch.zeros_like(weights).scatter_(1, picks, 1.0)
+    scores = torch.where(candidates.reshape(b, -1) > 0, keys.reshape(b, -1), torch.full_like(keys.reshape(b, -1), -1.0))
+    n = min(count, scores.shape[1])
+    top = scores.topk(n, dim=1)
+    onehot = torch.zeros_like(scores).scatter_(1, top.indices, (top.values >= 0).to(scores.dtype))
     return onehot.reshape(candidates.shape)
 
 
@@ -57,6 +62,8 @@ def sample_seeds(
     erosion_size: int = 11,
     bg_percentile: float = 10.0,
     generator: torch.Generator | None = None,
+    batch_offset: int = 0,
+    batch_total: int | None = None,
 ) -> torch.Tensor:
     r"""Sample foreground/background seeds from CAMs, as in F-CAM.
 
@@ -75,6 +82,9 @@ def sample_seeds(
         erosion_size: side of the erosion kernel applied to the Otsu region (odd; 1 = none).
         bg_percentile: percentile of CAM values below which pixels are background candidates.
         generator: random generator for reproducible sampling.
+        batch_offset: first row of these images in a global batch (distributed training).
+        batch_total: size of the global batch (default ``B``): random draws are made for the whole
+            global batch, so every process samples exactly what a single process would.
 
     Returns:
         Long tensor ``(B, H, W)``: 1 foreground, 0 background, :data:`IGNORE_INDEX` elsewhere.
@@ -111,13 +121,18 @@ def sample_seeds(
     no_fg = fg_region.flatten(1).sum(1) == 0
     fg_region = torch.where(no_fg.view(b, 1, 1, 1), 1 - bg_region, fg_region)
 
+    total = b if batch_total is None else batch_total
+    if not 0 <= batch_offset <= total - b:
+        raise ValueError(f"`batch_offset` {batch_offset} with {b} images exceeds `batch_total` {total}.")
     seeds = torch.full((b, *cams.shape[-2:]), IGNORE_INDEX, dtype=torch.long, device=cams.device)
     grown = []
     for region, count in ((fg_region, n_fg), (bg_region, n_bg)):
-        if count == 0 or region.sum() == 0:
+        keys = torch.rand((total, *cams.shape[-2:]), generator=generator, device=cams.device)
+        keys = keys[batch_offset : batch_offset + b]
+        if count == 0:
             grown.append(torch.zeros_like(region[:, 0], dtype=torch.bool))
             continue
-        picked = _pick(region[:, 0], count, generator).unsqueeze(1)
+        picked = _pick(region[:, 0], count, keys).unsqueeze(1)
         if patch_size > 1:
             picked = F.max_pool2d(picked, patch_size, stride=1, padding=patch_size // 2)
         grown.append(picked[:, 0] > 0)

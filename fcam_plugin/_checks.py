@@ -6,6 +6,7 @@ argument, echoes what was received and says what is accepted.
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
@@ -15,13 +16,15 @@ __all__ = [
     "NotFittedError",
     "check_choice",
     "check_images",
+    "check_path",
     "check_positive",
     "describe",
 ]
 
 
-class NotFittedError(RuntimeError):
-    """Raised when an upscaler is used before ``fit`` or ``load``."""
+class NotFittedError(ValueError, RuntimeError):
+    """Raised when an upscaler is used before ``fit`` or ``load`` (a ``ValueError``, and a
+    ``RuntimeError`` for code written against earlier versions)."""
 
 
 class CheckpointError(ValueError):
@@ -60,6 +63,21 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}.")
+
+
+def check_path(name: str, value: object) -> str:
+    """Validate a checkpoint file path (``str`` or ``os.PathLike``, not a folder) and return it as ``str``.
+
+    Raises:
+        TypeError: not a ``str`` / ``os.PathLike``.
+        ValueError: the path is an existing folder.
+    """
+    if not isinstance(value, (str, os.PathLike)) or not isinstance(os.fspath(value), str):
+        raise TypeError(f"`{name}` must be a file path (str or os.PathLike), got {describe(value)}.")
+    path = os.fspath(value)
+    if not path or os.path.isdir(path):
+        raise ValueError(f"`{name}` must name a file such as 'fcam.pt', got the folder {path!r}.")
+    return path
 
 
 def check_images(

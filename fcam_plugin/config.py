@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ._checks import check_positive
+from ._checks import check_choice, check_positive
 from .decoder import DEFAULT_DECODER_CHANNELS
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FCAMConfig"]
@@ -66,6 +66,14 @@ class FCAMConfig:
             check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))
+        check_choice("crf_method", self.crf_method, ("auto", "lattice", "exact"))
+        for name in ("n_fg", "n_bg", "seed_patch", "fg_erosion"):
+            value, least = getattr(self, name), 0 if name in ("n_fg", "n_bg") else 1
+            odd = name in ("seed_patch", "fg_erosion")
+            if not isinstance(value, int) or isinstance(value, bool) or value < least or (odd and value % 2 == 0):
+                raise ValueError(f"`{name}` must be {'an odd' if odd else 'an'} int >= {least}, got {value!r}.")
+        if not isinstance(self.bg_percentile, (int, float)) or not 0 < self.bg_percentile < 100:
+            raise ValueError(f"`bg_percentile` must be in (0, 100), got {self.bg_percentile!r}.")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"`mean` and `std` must hold 3 values (std > 0), got {self.mean} and {self.std}.")
         if not self.decoder_channels or min(self.decoder_channels) < 1:

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DistributedBatchNorm2d", "all_reduce_sum", "convert_batchnorm", "is_distributed", "rank_and_world", "shard_loader"]
+__all__ = ["DistributedBatchNorm2d", "all_reduce_sum", "convert_batchnorm", "global_batch_slice", "is_distributed", "rank_and_world", "shard_loader"]
 
 
 def is_distributed() -> bool:
@@ -31,13 +31,29 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def global_batch_slice(batch_size: int) -> tuple[int, int]:
+    """(offset, total): where this process's batch sits in the global batch, in rank order."""
+    if not is_distributed():
+        return 0, batch_size
+    rank, world = rank_and_world()
+    sizes = torch.zeros(world, dtype=torch.int64)
+    sizes[rank] = batch_size
+    if dist.get_backend() == "nccl":
+        sizes = sizes.cuda()
+    dist.all_reduce(sizes)
+    sizes = sizes.cpu()
+    return int(sizes[:rank].sum()), int(sizes.sum())
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over processes (no gradient); identity outside torch.distributed."""
     if not is_distributed():
         return tensor
     out = tensor.detach().clone()
+    if dist.get_backend() == "nccl" and out.device.type != "cuda":
+        out = out.cuda()
     dist.all_reduce(out)
-    return out
+    return out.to(tensor.device)
 
 
 class DistributedBatchNorm2d(nn.BatchNorm2d):

@@ -6,20 +6,22 @@ import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from ._checks import CheckpointError, check_images, describe
+from ._checks import CheckpointError, check_images, check_path, describe
 from ._state import frozen_eval
 from .adapters import upsample_cams
+from .distributed import all_reduce_sum, convert_batchnorm, global_batch_slice, rank_and_world, shard_loader
 from .encoder import FeatureTaps
 from .losses.cross_entropy import partial_cross_entropy
 from .losses.crf import dense_crf_loss
-from .losses.seeds import sample_seeds
+from .losses.seeds import IGNORE_INDEX, sample_seeds
 from .losses.size import BarrierSchedule, log_barrier_size
 
 if TYPE_CHECKING:
@@ -30,10 +32,38 @@ __all__ = ["train"]
 logger = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, so an optimiser step and its bookkeeping are atomic.
+
+    The signal is re-raised on exit for the previous handler. No-op outside the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    except (ValueError, OSError):  # pragma: no cover - e.g. embedded interpreters
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
+
+
 
 
 def _split_batch(batch: object, index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels, *extra)`` -> (images, labels) with errors naming what the loader yielded."""
+    if isinstance(batch, dict):
+        raise TypeError(
+            f"`loader` must yield (images, labels) tuples; batch {index} is a {describe(batch)}: make the "
+            "Dataset return (image, label), or give the DataLoader a collate_fn returning (images, labels)."
+        )
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
         raise TypeError(
             f"`loader` must yield (images, labels) or (images, labels, *extra); batch {index} is "
@@ -84,31 +114,6 @@ def _build_optimizer(spec: Any, decoder: nn.Module, config: Any) -> torch.optim.
     )
 
 
-def _distributed_loader(loader: Any, seed: int) -> Any:
-    """Under torch.distributed, shard a plain DataLoader with a DistributedSampler (unless it has one)."""
-    from torch.utils.data import DataLoader, RandomSampler
-    from torch.utils.data.distributed import DistributedSampler
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return loader
-    if not isinstance(loader, DataLoader) or isinstance(loader.sampler, DistributedSampler):
-        return loader
-    if loader.batch_sampler is not None and loader.batch_size is None:
-        raise ValueError("`loader` with a custom batch_sampler cannot be sharded automatically; use a DistributedSampler.")
-    sampler = DistributedSampler(
-        loader.dataset, shuffle=isinstance(loader.sampler, RandomSampler), seed=seed, drop_last=loader.drop_last
-    )
-    return DataLoader(
-        loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-        persistent_workers=loader.persistent_workers if loader.num_workers > 0 else False,
-    )
-
-
-def _is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def _reset_parameters(module: nn.Module) -> None:
     for m in module.modules():
         if hasattr(m, "reset_parameters") and m is not module:
@@ -153,15 +158,21 @@ def fcam_losses(
     taps.arm()
     low = upscaler.source.cams(images, labels)
     features = taps.collect()
-    cams = upsample_cams(low.float(), size).clamp(0, 1)
+    # NaN CAMs (a model producing NaN) would crash seed sampling: treat them as flat, the loss flags it.
+    cams = torch.nan_to_num(upsample_cams(low.float(), size), nan=0.0).clamp(0, 1)
+    offset, total = global_batch_slice(images.shape[0])  # (0, B) outside torch.distributed
     seeds = sample_seeds(
-        cams, cfg.n_fg, cfg.n_bg, cfg.seed_patch, cfg.fg_erosion, cfg.bg_percentile, generator=generator
+        cams, cfg.n_fg, cfg.n_bg, cfg.seed_patch, cfg.fg_erosion, cfg.bg_percentile,
+        generator=generator, batch_offset=offset, batch_total=total,
     )
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
     with autocast:
         logits = decoder(features, size)
     probs = logits.float().softmax(1)
-    terms = {"pce": partial_cross_entropy(logits, seeds)}
+    # Normalise by the global seed count so that DDP's gradient average equals one big batch.
+    _, world = rank_and_world()
+    seed_count = all_reduce_sum((seeds != IGNORE_INDEX).sum()).float() / world
+    terms = {"pce": partial_cross_entropy(logits, seeds, count=seed_count)}
     if cfg.crf_weight > 0:
         mean = torch.tensor(cfg.mean, device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(cfg.std, device=images.device).view(1, 3, 1, 1)
@@ -203,7 +214,7 @@ def train(
             caller's global RNG state is left untouched.
         progress: show a progress bar with the loss terms.
         checkpoint: path of a resumable checkpoint, written atomically at each epoch end, every
-            ``checkpoint_every`` steps, and on Ctrl-C.
+            ``checkpoint_every`` steps, on Ctrl-C, and when an error stops a run that made progress.
         checkpoint_every: steps between checkpoints (default: epoch ends only).
         resume: checkpoint to continue from; the result equals an uninterrupted run with the same
             seed and loader.
@@ -219,16 +230,26 @@ def train(
         raise ValueError(f"`max_steps` must be None or an int >= 1, got {max_steps!r}.")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
         raise ValueError(f"`checkpoint_every` must be None or an int >= 1, got {checkpoint_every!r}.")
+    if not isinstance(max_bad_steps, int) or isinstance(max_bad_steps, bool) or max_bad_steps < 1:
+        raise ValueError(f"`max_bad_steps` must be an int >= 1, got {max_bad_steps!r}.")
+    if checkpoint is not None:
+        checkpoint = check_path("checkpoint", checkpoint)
+        os.makedirs(os.path.dirname(os.path.abspath(checkpoint)), exist_ok=True)  # fail now, not after an epoch
     if not hasattr(loader, "__iter__"):
         raise TypeError(f"`loader` must be an iterable of (images, labels) batches, got {describe(loader)}.")
+    if epochs > 1 and iter(loader) is loader:
+        raise ValueError(
+            f"`loader` is a one-shot iterator ({type(loader).__name__}) but epochs={epochs}: it would be "
+            "empty after the first epoch; pass a re-iterable such as a DataLoader or a list of batches."
+        )
     device = upscaler.device
     if amp and device.type != "cuda":
         raise ValueError(f"`amp=True` needs a model on a CUDA device; the model is on {device}.")
     from .upscaler import atomic_save, classifier_fingerprint, read_checkpoint
 
-    loader = _distributed_loader(loader, seed)
-    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    main = _is_main_process()
+    loader = shard_loader(loader, seed)
+    rank, world = rank_and_world()
+    distributed, main = world > 1, rank == 0
     decoder = upscaler.decoder
     schedule = BarrierSchedule(upscaler.config.barrier_t0, upscaler.config.barrier_factor, upscaler.config.barrier_t_max)
     fingerprint = classifier_fingerprint(upscaler.model)
@@ -250,9 +271,9 @@ def train(
         if distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            if device.type == "cuda":
-                decoder = nn.SyncBatchNorm.convert_sync_batchnorm(decoder)
-                upscaler.decoder = decoder
+            # BatchNorm statistics over the global batch (SyncBatchNorm on CUDA, an all-reduce on gloo).
+            decoder = convert_batchnorm(decoder, device)
+            upscaler.decoder = decoder
             model_for_step = DistributedDataParallel(decoder, device_ids=[device] if device.type == "cuda" else None)
         opt = _build_optimizer(optimizer, decoder, upscaler.config)
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -275,7 +296,9 @@ def train(
                 "epoch_sums": dict(run["sums"]), "epoch_seen": run["seen"],
                 "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if amp else None,
             }
-            atomic_save(upscaler.state(training, fingerprint), checkpoint)
+            state = upscaler.state(training, fingerprint)
+            state["fitted"] = global_step > 0  # a decoder trained for some steps is usable as is
+            atomic_save(state, checkpoint)
 
         run: dict[str, Any] = {"sums": {}, "seen": 0}  # running means of the current epoch
         if resume_state is not None and start_step > 0:
@@ -284,6 +307,11 @@ def train(
         generator = torch.Generator(device=device)
         bad_streak = 0
         epoch, step_in_epoch = start_epoch, start_step
+        # Where a resumed run continues, always consistent with weights, optimiser, sums and history:
+        # updated only inside _deferred_interrupt blocks, written on Ctrl-C or on an error.
+        position = (start_epoch, start_step)
+        first_global_step = global_step
+        partial: list[dict[str, float]] = []  # mean of an epoch cut short by max_steps (not checkpointed)
         with frozen_eval(upscaler.model), FeatureTaps(upscaler.model, upscaler.taps) as taps:
             try:
                 for epoch in range(start_epoch, epochs):
@@ -300,11 +328,10 @@ def train(
                     total = len(loader) if hasattr(loader, "__len__") else None
                     bar = _Progress(progress and main, total, f"fit {epoch + 1}/{epochs}")
                     skip = start_step if epoch == start_epoch else 0
-                    step_in_epoch = 0
+                    step_in_epoch = skip
                     try:
                         for index, batch in enumerate(loader):
                             if index < skip:  # resuming mid-epoch: same order, batches already done
-                                step_in_epoch += 1
                                 bar.update({})
                                 continue
                             images, labels = _split_batch(batch, index)
@@ -314,10 +341,11 @@ def train(
                             terms = fcam_losses(upscaler, model_for_step, taps, images, labels, t, generator, amp)
                             loss = terms["total"]
                             opt.zero_grad(set_to_none=True)
-                            if not torch.isfinite(loss):
+                            finite = bool(torch.isfinite(loss))
+                            if not finite:
                                 bad_streak += 1
                                 warnings.warn(
-                                    f"non-finite F-CAM loss at step {global_step} ({ {k: float(v) for k, v in terms.items()} }); "
+                                    f"non-finite F-CAM loss at step {global_step} ({ {k: float(v.detach()) for k, v in terms.items()} }); "
                                     "step skipped", RuntimeWarning, stacklevel=2,
                                 )
                                 if bad_streak >= max_bad_steps:
@@ -328,15 +356,18 @@ def train(
                             else:
                                 bad_streak = 0
                                 scaler.scale(loss).backward()
-                                scaler.step(opt)
-                                scaler.update()
                                 values = {k: float(v.detach()) for k, v in terms.items()}
-                                for k, v in values.items():
-                                    sums[k] = sums.get(k, 0.0) + v
-                                run["seen"] += 1
-                                bar.update(values)
-                            global_step += 1
-                            step_in_epoch += 1
+                            with _deferred_interrupt():  # the step and its bookkeeping happen together or not at all
+                                if finite:
+                                    scaler.step(opt)
+                                    scaler.update()
+                                    for k, v in values.items():
+                                        sums[k] = sums.get(k, 0.0) + v
+                                    run["seen"] += 1
+                                global_step += 1
+                                step_in_epoch += 1
+                                position = (epoch, step_in_epoch)
+                            bar.update(values if finite else {})
                             if checkpoint_every and global_step % checkpoint_every == 0:
                                 save_state(epoch, step_in_epoch)
                             if max_steps is not None and global_step >= max_steps:
@@ -345,19 +376,31 @@ def train(
                         bar.close()
                     if step_in_epoch == 0:
                         raise ValueError(f"`loader` yielded no batches (epoch {epoch + 1}); it must yield (images, labels).")
-                    if run["seen"]:
-                        history.append({k: v / run["seen"] for k, v in sums.items()} | {"epoch": epoch + 1})
+                    mean = {k: v / run["seen"] for k, v in sums.items()} | {"epoch": epoch + 1} if run["seen"] else None
                     if max_steps is not None and global_step >= max_steps and step_in_epoch < (total or math.inf):
-                        save_state(epoch, step_in_epoch)
+                        # Stopped mid-epoch: the checkpoint's history excludes this partial epoch (a
+                        # resumed run completes it); the returned history shows its mean so far.
+                        save_state(*position)
+                        partial = [mean] if mean else []
                         break
-                    save_state(epoch + 1, 0)
+                    with _deferred_interrupt():
+                        if mean:
+                            history.append(mean)
+                        position = (epoch + 1, 0)
+                    save_state(*position)
             except KeyboardInterrupt:
-                save_state(epoch, step_in_epoch)
+                save_state(*position)
                 if checkpoint is not None and main:
                     logger.warning("interrupted: resumable checkpoint written to %s", os.fspath(checkpoint))
+                raise
+            except Exception:
+                if global_step > first_global_step:  # keep the progress made before the error
+                    save_state(*position)
+                    if checkpoint is not None and main:
+                        logger.warning("training failed: resumable checkpoint written to %s", os.fspath(checkpoint))
                 raise
             finally:
                 decoder.eval()
                 upscaler.source.after_fit()
-    upscaler.history = history
-    return history
+    upscaler.history = history + partial
+    return upscaler.history

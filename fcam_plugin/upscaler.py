@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ._checks import CheckpointError, NotFittedError, check_images, describe
+from ._checks import CheckpointError, NotFittedError, check_images, check_path, describe
 from ._state import frozen_eval
 from .adapters import CAMSource, build_source
 from .config import FCAMConfig
@@ -101,6 +101,7 @@ class FCAMUpscaler:
             [t.channels for t in self.taps], [t.stride for t in self.taps], self.config.decoder_channels
         ).to(self.device)
         self.min_size = self.taps[-1].stride
+        self.source.min_size = self.min_size  # lets the adapter name the caller's argument in size errors
         self.fitted = False
         self.history: list[dict[str, float]] = []
 
@@ -157,9 +158,20 @@ class FCAMUpscaler:
 
         check_images("images", images, min_size=self.min_size)
         images = images.to(self.device)
-        labels = torch.as_tensor(labels, device=self.device).long().view(-1)
-        with frozen_eval(self.model):
-            low = self.source.cams(images, labels)
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"`labels` must be class indices (B,) as ints or a tensor, got {describe(labels)}.") from None
+        if labels.ndim > 1 or labels.numel() != images.shape[0] or labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(
+                f"`labels` must hold one integer class index per image ({images.shape[0]},), got {describe(labels)}."
+            )
+        labels = labels.to(self.device).long().view(-1)
+        try:
+            with frozen_eval(self.model):
+                low = self.source.cams(images, labels)
+        finally:
+            self.source.after_fit()  # a library CAM object built for this call holds hooks on the model
         return upsample_cams(low, images.shape[-2:]).clamp(0, 1)[:, 0].detach()
 
     def _check_fitted(self) -> None:
@@ -173,6 +185,10 @@ class FCAMUpscaler:
     def close(self) -> None:
         """Release hooks and library objects held for the wrapped method; idempotent."""
         self.source.close()
+
+    def remove_hooks(self) -> None:
+        """Alias of :meth:`close`, named like torchcam's ``extractor.remove_hooks()``."""
+        self.close()
 
     def __enter__(self) -> "FCAMUpscaler":
         self.source.attach()
@@ -204,7 +220,7 @@ class FCAMUpscaler:
         return {
             "format": CHECKPOINT_FORMAT,
             "schema_version": SCHEMA_VERSION,
-            "versions": {"fcam_plugin": _version(md), "torch": torch.__version__},
+            "versions": {"fcam_plugin": _version(md), "torch": str(torch.__version__)},
             "method": {"library": self.source.library, "name": self.source.method_name},
             "config": self.config.to_dict(),
             "taps": [[t.name, t.stride, t.channels] for t in self.taps],
@@ -216,7 +232,7 @@ class FCAMUpscaler:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write decoder weights, config and classifier fingerprint to ``path`` (atomically)."""
-        atomic_save(self.state(), path)
+        atomic_save(self.state(), check_path("path", path))
 
     @classmethod
     def load(
@@ -240,11 +256,18 @@ class FCAMUpscaler:
             CheckpointError: unreadable, foreign or mismatched checkpoint.
         """
         state = read_checkpoint(path)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"`model` must be a torch.nn.Module, got {describe(model)}.")
+        _check_classifier(state, model, path, check_weights)  # before probing layers it may not have
+        try:
+            config = FCAMConfig.from_dict(state["config"])
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {str(path)!r} has an invalid config: {error}") from None
         upscaler = cls(
             model,
             method,
             skip_layers=[name for name, _, _ in state["taps"]],
-            config=FCAMConfig.from_dict(state["config"]),
+            config=config,
             **kwargs,
         )
         upscaler.load_state(state, path, check_weights=check_weights)
@@ -252,18 +275,12 @@ class FCAMUpscaler:
 
     def load_state(self, state: dict[str, Any], path: object = "<state>", *, check_weights: bool = True) -> None:
         """Load a checkpoint dict into this upscaler after checking it fits the classifier."""
-        saved = state["classifier"]
-        current = classifier_fingerprint(self.model)
-        if saved.get("architecture") != current["architecture"]:
+        _check_classifier(state, self.model, path, check_weights)
+        saved_channels = list(state["config"].get("decoder_channels", [])) if isinstance(state["config"], dict) else None
+        if saved_channels != list(self.config.decoder_channels):
             raise CheckpointError(
-                f"checkpoint {str(path)!r} was made for a different classifier architecture "
-                f"(fingerprint {saved.get('architecture')}, this model has {current['architecture']})."
-            )
-        if check_weights and saved.get("weights") != current["weights"]:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} was made for the same architecture with different weights "
-                f"(fingerprint {saved.get('weights')}, this model has {current['weights']}); pass "
-                "check_weights=False to load it anyway."
+                f"checkpoint {str(path)!r} has decoder_channels={saved_channels}, this upscaler has "
+                f"{list(self.config.decoder_channels)}; rebuild it with FCAMUpscaler.load(path, model, method)."
             )
         taps = [[t.name, t.stride, t.channels] for t in self.taps]
         if [list(t) for t in state["taps"]] != taps:
@@ -273,6 +290,23 @@ class FCAMUpscaler:
         except RuntimeError as error:
             raise CheckpointError(f"checkpoint {str(path)!r} decoder does not match its config: {error}") from None
         self.fitted = bool(state.get("fitted", True))
+
+
+def _check_classifier(state: dict[str, Any], model: nn.Module, path: object, check_weights: bool) -> None:
+    """Raise ``CheckpointError`` unless the checkpoint's classifier fingerprint matches ``model``."""
+    saved = state["classifier"] if isinstance(state["classifier"], dict) else {}
+    current = classifier_fingerprint(model)
+    if saved.get("architecture") != current["architecture"]:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was made for a different classifier architecture "
+            f"(fingerprint {saved.get('architecture')}, this model has {current['architecture']})."
+        )
+    if check_weights and saved.get("weights") != current["weights"]:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was made for the same architecture with different weights "
+            f"(fingerprint {saved.get('weights')}, this model has {current['weights']}); pass "
+            "check_weights=False to load it anyway."
+        )
 
 
 def _version(md: Any) -> str:
@@ -314,6 +348,8 @@ _REQUIRED_KEYS = ("format", "schema_version", "config", "taps", "classifier", "d
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a checkpoint with ``weights_only=True``; clear errors for bad files."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint `path` must be a file path (str or os.PathLike), got {describe(path)}.")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint `path` {path!r} does not exist or is not a file.")
@@ -332,7 +368,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     missing = [k for k in _REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path!r} is missing keys {missing}.")
-    if state["schema_version"] > SCHEMA_VERSION:
+    if not isinstance(state["schema_version"], int) or state["schema_version"] > SCHEMA_VERSION:
         raise CheckpointError(
             f"checkpoint {path!r} has schema version {state['schema_version']}, newer than this "
             f"fcam-plugin supports ({SCHEMA_VERSION}); upgrade fcam-plugin."

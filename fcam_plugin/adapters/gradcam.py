@@ -181,7 +181,9 @@ class GradCAMSource(CAMSource):
                     # Start the graph here: nothing upstream is recorded (cheaper than input grads).
                     output = output.detach().requires_grad_(True)
                     acts[i] = output
-                    return output
+                    # A clone, not the leaf itself, goes on: in-place ops after the layer
+                    # (DenseNet's F.relu(features, inplace=True)) may not modify a grad leaf.
+                    return output.clone()
                 acts[i] = output
                 return None
 
@@ -232,6 +234,11 @@ class GradCAMSource(CAMSource):
         cam = self._instance_or_build()
         targets = [ClassifierOutputTarget(int(c)) for c in labels.tolist()]
         with preserved(self.model), torch.enable_grad():  # gradient methods fail under no_grad
+            if not getattr(cam, "detach", True):
+                # Second-order methods (ShapleyCAM's Hessian-vector product) differentiate through
+                # the weights: let them require grad here; `preserved` restores flags and .grad.
+                for param in self.model.parameters():
+                    param.requires_grad_(True)
             x = images.detach().requires_grad_(getattr(cam, "uses_gradients", True))
             result = cam(input_tensor=x, targets=targets)
         return torch.from_numpy(np.ascontiguousarray(result)).to(images.device).unsqueeze(1)
@@ -249,17 +256,25 @@ class GradCAMSource(CAMSource):
     def explain(
         self,
         maps_fn: MapsFn,
-        input_tensor: torch.Tensor,
+        input_tensor: torch.Tensor | None = None,
         targets: Sequence[Callable] | None = None,
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
+        **unknown: Any,
     ) -> np.ndarray:
         """grad-cam's ``cam(input_tensor, targets=None, aug_smooth=False, eigen_smooth=False)``.
 
         Returns:
             ``np.ndarray`` float32 ``(B, H, W)`` in [0, 1] at the input size.
         """
-        check_images("input_tensor", input_tensor)
+        if unknown or input_tensor is None:
+            problem = f"got unexpected keyword arguments {sorted(unknown)}" if unknown else "needs `input_tensor`"
+            raise TypeError(
+                f"{self.method_name}(...) call {problem}; accepted: input_tensor, targets=None, "
+                "aug_smooth=False, eigen_smooth=False."
+            )
+        # min_size: the model's total stride, set by the upscaler (named here after the caller's argument)
+        check_images("input_tensor", input_tensor, min_size=getattr(self, "min_size", 1))
         _check_targets(targets, len(input_tensor))
         if eigen_smooth:
             raise ValueError(
@@ -284,8 +299,8 @@ def _class_scores(output: object, labels: torch.Tensor) -> torch.Tensor:
     num_classes = output.shape[1]
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(
-            f"class indices must be in [0, {num_classes}) for this model, got "
-            f"{labels.tolist()[:8]}{'...' if labels.numel() > 8 else ''}."
+            f"class indices must be in [0, {num_classes}) for this model (it returns {num_classes} scores), "
+            f"got {labels.tolist()[:8]}{'...' if labels.numel() > 8 else ''} in `labels` / `targets`."
         )
     return output.gather(1, labels.view(-1, 1).to(output.device)).squeeze(1)
 

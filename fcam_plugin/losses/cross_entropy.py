@@ -13,7 +13,10 @@ __all__ = ["PartialCrossEntropy", "partial_cross_entropy"]
 
 
 def partial_cross_entropy(
-    logits: torch.Tensor, seeds: torch.Tensor, ignore_index: int = IGNORE_INDEX
+    logits: torch.Tensor,
+    seeds: torch.Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    count: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     r"""Mean cross-entropy over the pixels that carry a seed.
 
@@ -23,6 +26,8 @@ def partial_cross_entropy(
         logits: ``(B, K, H, W)`` unnormalised scores.
         seeds: ``(B, H, W)`` long labels in ``[0, K)`` or ``ignore_index``.
         ignore_index: label of pixels without a seed.
+        count: number of seed pixels to divide by (default: those in ``seeds``; distributed
+            training passes the global count).
 
     Returns:
         Scalar loss; 0 (with a gradient path) when no pixel carries a seed.
@@ -33,8 +38,9 @@ def partial_cross_entropy(
             f"{describe(seeds)}."
         )
     per_pixel = F.cross_entropy(logits.float(), seeds, ignore_index=ignore_index, reduction="sum")
-    count = (seeds != ignore_index).sum().clamp_min(1)
-    return per_pixel / count
+    if count is None:
+        count = (seeds != ignore_index).sum()
+    return per_pixel / torch.as_tensor(count, device=per_pixel.device).clamp_min(1)
 
 
 class PartialCrossEntropy(nn.Module):

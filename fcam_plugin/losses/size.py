@@ -22,10 +22,13 @@ def log_barrier(z: torch.Tensor, t: float) -> torch.Tensor:
     Continuous and differentiable, linear (never Inf) where the constraint is violated.
     """
     check_positive("t", t)
-    edge = -1.0 / t**2
-    inside = -torch.log((-z).clamp_min(-edge)) / t  # clamp keeps the unused branch finite
-    outside = t * z - math.log(1.0 / t**2) / t + 1.0 / t
-    return torch.where(z <= edge, inside, outside)
+    # float64 and log(1/t^2) = -2 log(t): finite values and gradients for any t > 0 (a float32
+    # t * z overflows past t ~ 1e38, and t**2 raises OverflowError past t ~ 1e154).
+    z64 = z.double()
+    edge = -((1.0 / t) ** 2)
+    inside = -torch.log((-z64).clamp_min(max(-edge, 1e-300))) / t  # clamp keeps the unused branch finite
+    outside = t * z64 + 2.0 * math.log(t) / t + 1.0 / t
+    return torch.where(z64 <= edge, inside, outside).to(z.dtype)
 
 
 def log_barrier_size(probs: torch.Tensor, t: float) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ._state import frozen_eval
 
-__all__ = ["FeatureTaps", "NoSpatialFeaturesError", "Tap", "find_taps"]
+__all__ = ["FeatureTaps", "NoSpatialFeaturesError", "Tap", "find_taps", "taps_from_layers", "to_nchw"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,13 @@ DEFAULT_STRIDES = (2, 4, 8, 16, 32)
 # Two probe sizes whose strides must agree: this rejects layers such as VGG's AdaptiveAvgPool2d(7),
 # whose output size does not follow the input size.
 PROBE_SIZES = (256, 320)
+# Tried only when every size of PROBE_SIZES fails, e.g. torchvision's ViT accepts 224 px inputs only
+# (its ``image_size`` attribute, when present, is tried first).
+FALLBACK_PROBE_SIZES = (224,)
+#: Memory layouts of a tapped output: channels-first maps, channels-last maps (Swin), token
+#: sequences ``(B, prefix + h*w, C)`` on a square grid (ViT).
+LAYOUTS = ("nchw", "nhwc", "tokens")
+_MAX_PREFIX_TOKENS = 8  # class / distillation / register tokens before the patch tokens
 
 
 class NoSpatialFeaturesError(ValueError):
@@ -29,23 +36,39 @@ class NoSpatialFeaturesError(ValueError):
 
 @dataclass(frozen=True)
 class Tap:
-    """A layer of the classifier read as a skip feature: its qualified name, stride and channels."""
+    """A layer of the classifier read as a skip feature.
+
+    Attributes:
+        name: qualified module name.
+        stride: input size / feature size.
+        channels: feature channels.
+        layout: ``"nchw"`` (CNNs), ``"nhwc"`` (channels-last, e.g. Swin stages) or ``"tokens"``
+            (``(B, prefix + h*w, C)``, e.g. ViT blocks); features are always handed to the
+            decoder as ``(B, C, h, w)``.
+        prefix: leading non-patch tokens dropped from a ``"tokens"`` output (ViT: 1 class token).
+    """
 
     name: str
     stride: int
     channels: int
+    layout: str = "nchw"
+    prefix: int = 0
 
 
-def _spatial_shape(output: object) -> tuple[int, int, int] | None:
-    """(C, h, w) of a module output that is a 4-D NCHW tensor, else None."""
-    if isinstance(output, torch.Tensor) and output.ndim == 4 and output.is_floating_point():
-        return int(output.shape[1]), int(output.shape[2]), int(output.shape[3])
+def _spatial_shape(output: object) -> tuple[int, ...] | None:
+    """Shape ``(d1, d2, d3)`` (4-D) or ``(n, c)`` (3-D) of a floating tensor output, else None.
+
+    4-D outputs are kept for both layouts (NCHW and NHWC, decided across probe sizes); 3-D ones
+    are token-sequence candidates.
+    """
+    if isinstance(output, torch.Tensor) and output.ndim in (3, 4) and output.is_floating_point():
+        return tuple(int(d) for d in output.shape[1:])
     return None
 
 
-def _probe(model: nn.Module, size: int, in_channels: int) -> dict[str, tuple[int, int, int, int]]:
-    """Run one dummy forward; return, per module name, (order, C, h, w) of its last call."""
-    records: dict[str, tuple[int, int, int, int]] = {}
+def _probe(model: nn.Module, size: int, in_channels: int) -> dict[str, tuple[int, ...]]:
+    """Run one dummy forward; return, per module name, (order, *shape-without-batch) of its last call."""
+    records: dict[str, tuple[int, ...]] = {}
     counter = [0]
     handles: list[RemovableHandle] = []
 
@@ -80,6 +103,78 @@ def _stride_of(size: int, side: int) -> int | None:
     return 2 ** round(math.log2(size / side)) if size / side >= 1.5 else 1
 
 
+def _probe_runs(
+    model: nn.Module, in_channels: int, probe_sizes: Sequence[int]
+) -> list[tuple[int, dict[str, tuple[int, ...]]]]:
+    """Probe at every size of ``probe_sizes``; if all fail, at the model's own input size."""
+    runs = []
+    with frozen_eval(model):
+        for size in probe_sizes:
+            try:
+                runs.append((size, _probe(model, size, in_channels)))
+            except Exception as error:  # e.g. ViT with a fixed input size: keep what worked
+                logger.debug("probe at %d px failed: %s", size, error)
+        if not runs:
+            own = getattr(model, "image_size", None)
+            fallback = ([own] if isinstance(own, int) else []) + [s for s in FALLBACK_PROBE_SIZES if s != own]
+            for size in fallback:
+                try:
+                    runs.append((size, _probe(model, size, in_channels)))
+                    break
+                except Exception as error:
+                    logger.debug("fallback probe at %d px failed: %s", size, error)
+    if not runs:
+        raise NoSpatialFeaturesError(
+            f"`model` could not be probed with dummy inputs of shape (1, {in_channels}, S, S) for "
+            f"S in {list(probe_sizes) + list(FALLBACK_PROBE_SIZES)}; pass `skip_layers` explicitly."
+        )
+    return runs
+
+
+def _interpret(name: str, runs: list[tuple[int, dict[str, tuple[int, ...]]]]) -> tuple[int, int, str, int] | None:
+    """(stride, channels, layout, prefix) of a layer's output, consistent at every probe size, or None.
+
+    A 4-D output is channel-first (NCHW) when its last two dims follow the input size and dim 1
+    does not change between probes; channels-last (NHWC) when dims 1-2 follow the input and the
+    last is constant. NCHW is tried first, so CNN taps are exactly those of the NCHW-only search.
+    A 3-D output ``(n, c)`` is a token sequence when ``n - prefix`` is the square of size/stride.
+    """
+    for layout in LAYOUTS:
+        found = None
+        for size, records in runs:
+            rec = records.get(name)
+            if rec is None:
+                return None
+            here = _read(rec[1:], size, layout)
+            if here is None or (found is not None and here != found):
+                found = None
+                break
+            found = here
+        if found is not None:
+            return found
+    return None
+
+
+def _read(shape: tuple[int, ...], size: int, layout: str) -> tuple[int, int, str, int] | None:
+    if layout == "nchw" and len(shape) == 3:
+        channels, h, w = shape
+        stride = _stride_of(size, h)
+        return (stride, channels, layout, 0) if stride is not None and _stride_of(size, w) == stride else None
+    if layout == "nhwc" and len(shape) == 3:
+        h, w, channels = shape
+        stride = _stride_of(size, h)
+        if stride is None or _stride_of(size, w) != stride or stride == 1 or size % stride or h != size // stride:
+            return None
+        return stride, channels, layout, 0
+    if layout == "tokens" and len(shape) == 2:
+        n, channels = shape
+        for stride in DEFAULT_STRIDES:
+            side = size // stride
+            if size % stride == 0 and 0 <= n - side * side <= _MAX_PREFIX_TOKENS:
+                return stride, channels, layout, n - side * side
+    return None
+
+
 def find_taps(
     model: nn.Module,
     strides: Sequence[int] = DEFAULT_STRIDES,
@@ -98,31 +193,23 @@ def find_taps(
     Raises:
         NoSpatialFeaturesError: no layer outputs a (B, C, h, w) map at any of the strides.
     """
-    runs = []
-    with frozen_eval(model):
-        for size in probe_sizes:
-            try:
-                runs.append((size, _probe(model, size, in_channels)))
-            except Exception as error:  # e.g. ViT with a fixed input size: keep what worked
-                logger.debug("probe at %d px failed: %s", size, error)
-    if not runs:
-        raise NoSpatialFeaturesError(
-            f"`model` could not be probed with dummy inputs of shape (1, {in_channels}, S, S) for "
-            f"S in {list(probe_sizes)}; pass `skip_layers` explicitly."
-        )
+    runs = _probe_runs(model, in_channels, probe_sizes)
     first_size, first = runs[0]
-    strides_of = {name: _stride_of(first_size, rec[2]) for name, rec in first.items()}
+    candidates = {name: _interpret(name, runs) for name in first}
+    strides_of = {name: (c[0] if c else None) for name, c in candidates.items()}
+    # Layers whose channel-first 4-D outputs are maps at *some* stride keep exactly the historical
+    # stride of the NCHW reading, so that CNN ancestors are ranked as before.
+    for name, rec in first.items():
+        if strides_of[name] is None and len(rec) == 4:
+            strides_of[name] = _stride_of(first_size, rec[2])
     best: dict[int, tuple[tuple[int, int], Tap]] = {}
-    for name, (order, channels, h, w) in first.items():
-        stride = strides_of[name]
-        if stride not in strides or _stride_of(first_size, w) != stride:
+    for name, candidate in candidates.items():
+        if candidate is None:
             continue
-        consistent = all(
-            name in rec and _stride_of(size, rec[name][2]) == stride and rec[name][1] == channels
-            for size, rec in runs[1:]
-        )
-        if not consistent:
+        stride, channels, layout, prefix = candidate
+        if stride not in strides:
             continue
+        order = first[name][0]
         # Prefer whole stages: a layer nested in blocks that end at another stride (e.g. the
         # first conv of ResNet's next stage) is a worse skip than the stage output itself.
         parts = name.split(".")
@@ -130,12 +217,12 @@ def find_taps(
         inside_other = sum(strides_of.get(a) != stride for a in ancestors)
         rank = (-inside_other, order)
         if stride not in best or rank > best[stride][0]:
-            best[stride] = (rank, Tap(name, stride, channels))
+            best[stride] = (rank, Tap(name, stride, channels, layout, prefix))
     if not best:
         raise NoSpatialFeaturesError(
             f"`model` ({type(model).__name__}) has no layer with a spatial feature map of shape "
-            f"(B, C, H/s, W/s) for s in {list(strides)}. F-CAM needs a convolutional feature map; "
-            "for transformers pass `skip_layers` and a `reshape_transform`."
+            f"(B, C, H/s, W/s), (B, H/s, W/s, C) or tokens (B, [cls +] H/s * W/s, C) for s in "
+            f"{list(strides)}. F-CAM needs a spatial feature map; pass `skip_layers` explicitly."
         )
     taps = [best[s][1] for s in sorted(best)]
     logger.debug("feature taps: %s", taps)
@@ -158,18 +245,45 @@ def taps_from_layers(model: nn.Module, layers: Sequence[nn.Module | str], in_cha
             raise ValueError(
                 f"`skip_layers` must hold submodules of `model` or their qualified names, got {layer!r}."
             )
-    size = PROBE_SIZES[0]
-    with frozen_eval(model):
-        records = _probe(model, size, in_channels)
+    runs = _probe_runs(model, in_channels, PROBE_SIZES[:1])
+    size, records = runs[0]
     taps = []
     for name in wanted:
         if name not in records:
             raise NoSpatialFeaturesError(
                 f"`skip_layers` entry {name!r} does not output a (B, C, h, w) feature map."
             )
-        _, channels, h, _ = records[name]
-        taps.append(Tap(name, _stride_of(size, h) or 1, channels))
+        candidate = _interpret(name, runs)
+        if candidate is None and len(records[name]) == 4:  # historical reading: NCHW at one size
+            _, channels, h, _ = records[name]
+            candidate = (_stride_of(size, h) or 1, channels, "nchw", 0)
+        if candidate is None:
+            raise NoSpatialFeaturesError(
+                f"`skip_layers` entry {name!r} outputs shape {list(records[name][1:])} (without batch), "
+                "which is neither a (C, h, w) / (h, w, C) map nor a square grid of tokens."
+            )
+        taps.append(Tap(name, *candidate))
     return sorted(taps, key=lambda t: t.stride)
+
+
+def to_nchw(output: torch.Tensor, tap: Tap) -> torch.Tensor:
+    """A tapped output as ``(B, C, h, w)``: NHWC maps are permuted, tokens (square grid) reshaped.
+
+    Raises:
+        ValueError: token outputs whose patch count is not a square (non-square inputs to a ViT).
+    """
+    if tap.layout == "nchw":
+        return output
+    if tap.layout == "nhwc":
+        return output.permute(0, 3, 1, 2)
+    tokens = output[:, tap.prefix :]
+    side = math.isqrt(tokens.shape[1])
+    if side * side != tokens.shape[1]:
+        raise ValueError(
+            f"feature tap {tap.name!r} returned {tokens.shape[1]} patch tokens, not a square grid; "
+            "transformer taps need square inputs."
+        )
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
 class FeatureTaps:
@@ -186,10 +300,12 @@ class FeatureTaps:
         self._handles: list[RemovableHandle] = []
         self._armed = False
 
-    def _hook(self, name: str):
+    def _hook(self, tap: Tap):
+        name = tap.name
+
         def hook(module: nn.Module, args: object, output: torch.Tensor) -> None:
             if self._armed and name not in self._features:
-                self._features[name] = output.detach()
+                self._features[name] = to_nchw(output.detach(), tap)
                 if len(self._features) == len(self.taps):
                     self._armed = False
 
@@ -199,7 +315,7 @@ class FeatureTaps:
         if not self._handles:
             modules = dict(self.model.named_modules())
             for tap in self.taps:
-                self._handles.append(modules[tap.name].register_forward_hook(self._hook(tap.name)))
+                self._handles.append(modules[tap.name].register_forward_hook(self._hook(tap)))
         return self
 
     def remove(self) -> None:

@@ -9,18 +9,24 @@ from torch import nn
 
 from .base import CAMSource, normalize_per_image, upsample_cams
 from .gradcam import GradCAMSource, is_gradcam_method
+from .gradcam_wrappers import WrapperCAMSource, is_wrapper_method
+from .torchcam import TorchCAMSource, is_torchcam_method
 
-__all__ = ["CAMSource", "GradCAMSource", "build_source", "normalize_per_image", "resolve_method", "upsample_cams"]
+__all__ = [
+    "CAMSource",
+    "GradCAMSource",
+    "TorchCAMSource",
+    "WrapperCAMSource",
+    "build_source",
+    "is_gradcam_method",
+    "is_torchcam_method",
+    "is_wrapper_method",
+    "normalize_per_image",
+    "resolve_method",
+    "upsample_cams",
+]
 
 _LIBRARY_PREFIXES = {"gradcam": "pytorch_grad_cam", "pytorch_grad_cam": "pytorch_grad_cam", "torchcam": "torchcam.methods"}
-
-
-def _is_torchcam_method(method: object) -> bool:
-    try:
-        from torchcam.methods.core import _CAM
-    except ImportError:  # pragma: no cover
-        return False
-    return (inspect.isclass(method) and issubclass(method, _CAM)) or isinstance(method, _CAM)
 
 
 def _method_names(module_name: str) -> dict[str, Any]:
@@ -31,12 +37,9 @@ def _method_names(module_name: str) -> dict[str, Any]:
     out = {}
     for name in names:
         obj = getattr(module, name, None)
-        if inspect.isclass(obj) and (is_gradcam_method(obj) or _is_torchcam_method(obj) or name in _WRAPPERS):
+        if inspect.isclass(obj) and (is_gradcam_method(obj) or is_torchcam_method(obj) or is_wrapper_method(obj)):
             out[name] = obj
     return out
-
-
-_WRAPPERS = ("RefineCAM", "FinerCAM", "SESS")
 
 
 def resolve_method(method: Any) -> Any:
@@ -72,18 +75,9 @@ def build_source(
     method = resolve_method(method)
     if is_gradcam_method(method):
         return GradCAMSource(model, method, target_layers, reshape_transform, **method_kwargs)
-    try:
-        from .gradcam_wrappers import WrapperCAMSource, is_wrapper_method
-    except ImportError:
-        pass
-    else:
-        if is_wrapper_method(method):
-            return WrapperCAMSource(model, method, target_layers, reshape_transform, **method_kwargs)
-    if _is_torchcam_method(method):
-        try:
-            from .torchcam import TorchCAMSource
-        except ImportError as error:  # pragma: no cover - until the torchcam adapter lands
-            raise NotImplementedError("torchcam methods are not supported yet") from error
+    if is_wrapper_method(method):
+        return WrapperCAMSource(model, method, target_layers, reshape_transform, **method_kwargs)
+    if is_torchcam_method(method):
         return TorchCAMSource(model, method, target_layers, reshape_transform, **method_kwargs)
     raise TypeError(
         f"`method` must be a CAM class or instance of pytorch-grad-cam (e.g. GradCAMPlusPlus) or of "

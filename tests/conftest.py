@@ -20,6 +20,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _deterministic() -> None:
+def _deterministic(request: pytest.FixtureRequest) -> None:
+    """Seeded, and one intra-op thread: fastest for tiny models (two threads contend on 2 cores).
+
+    Tests on larger models ask for more with ``@pytest.mark.threads(2)``.
+    """
     torch.manual_seed(0)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    marker = request.node.get_closest_marker("threads")
+    wanted = marker.args[0] if marker else 1
+    torch.set_num_threads(max(1, min(wanted, os.cpu_count() or 1)))

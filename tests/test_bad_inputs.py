@@ -23,6 +23,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from _helpers import tiny_cnn
+
 from fcam_plugin import CheckpointError, FCAMConfig, FCAMUpscaler, NotFittedError
 from fcam_plugin.encoder import NoSpatialFeaturesError
 
@@ -30,31 +32,6 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 NUM_CLASSES = 3
 SIZE = 32
 SMALL = dict(decoder_channels=(8, 8, 8, 8, 8))
-
-
-def tiny_cnn(num_classes: int = NUM_CLASSES, seed: int = 0) -> nn.Module:
-    """Five stride-2 Conv-BN-ReLU stages (total stride 32), global pooling, linear head."""
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    channels = 3
-    for out in (8, 8, 16, 16, 16):
-        layers += [nn.Conv2d(channels, out, 3, 2, 1), nn.BatchNorm2d(out), nn.ReLU()]
-        channels = out
-    return nn.Sequential(nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_module() -> Iterator[None]:
-    """Tiny models at 32 px: one intra-op thread is fastest (2 threads spin against each other on 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)  # after conftest's per-test setting
 
 
 class Env:

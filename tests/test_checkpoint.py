@@ -10,33 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from _helpers import tiny_cnn
+
 from fcam_plugin import CheckpointError, FCAMConfig, FCAMUpscaler
 from fcam_plugin.upscaler import CHECKPOINT_FORMAT, SCHEMA_VERSION, atomic_save, read_checkpoint
 
 CONFIG = dict(decoder_channels=(8, 8, 8, 8, 8))
-
-
-def tiny_cnn(widths: tuple[int, ...] = (8, 8, 16, 16, 16), seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    channels = 3
-    for out in widths:
-        layers += [nn.Conv2d(channels, out, 3, 2, 1), nn.BatchNorm2d(out), nn.ReLU()]
-        channels = out
-    return nn.Sequential(nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 3))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_module() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -147,9 +147,121 @@ def test_lattice_fidelity(
     assert cos > cos_bound
 
 
+def test_lattice_matches_reference_algorithm() -> None:
+    """The vectorised lattice (simplex-level hashing, precomputed neighbours) equals a direct
+    transcription of Adams et al.'s algorithm (vertex keys per point, dict hash, blur loops)."""
+    from fcam_plugin.losses.crf import LATTICE_GAIN, _features, permutohedral_filter
+
+    gen = torch.Generator().manual_seed(7)
+    images = _natural(2, 9, 7, gen)
+    feats = _features(images, 1, 4.0, 20.0).double()
+    values = torch.rand(2, 2, 63, generator=gen, dtype=torch.float64)
+    got = permutohedral_filter(feats, values)
+    ref = torch.stack([_reference_lattice(feats[b], values[b]) for b in range(2)]) * LATTICE_GAIN
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
+
+
+def _reference_lattice(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Adams et al. (2010) permutohedral filter, point by point (float64, one image)."""
+    n, d = x.shape
+    d1 = d + 1
+    scale = [math.sqrt(2 / 3) * d1 / math.sqrt((i + 1) * (i + 2)) for i in range(d)]
+    table: dict[tuple, torch.Tensor] = {}
+    verts = []
+    for p in range(n):
+        cf = [float(x[p, i]) * scale[i] for i in range(d)]
+        el = [sum(cf[j:]) - j * cf[j - 1] if j else sum(cf) for j in range(d1)]
+        el[d] = -d * cf[d - 1]
+        rem0 = [round(e / d1) * d1 for e in el]
+        s = sum(rem0) // d1
+        res = [el[i] - rem0[i] for i in range(d1)]
+        rank = [sum(1 for j in range(d1) if (res[j] > res[i] if j > i else res[j] >= res[i]) and j != i) + s
+                for i in range(d1)]
+        for i in range(d1):
+            if rank[i] < 0:
+                rank[i] += d1
+                rem0[i] += d1
+            elif rank[i] > d:
+                rank[i] -= d1
+                rem0[i] -= d1
+        bary = [0.0] * (d1 + 1)
+        for i in range(d1):
+            delta = (el[i] - rem0[i]) / d1
+            bary[d - rank[i]] += delta
+            bary[d - rank[i] + 1] -= delta
+        bary[0] += 1.0 + bary[d1]
+        pv = []
+        for r in range(d1):
+            key = tuple(rem0[i] + r - (d1 if rank[i] > d - r else 0) for i in range(d))
+            table.setdefault(key, torch.zeros(v.shape[0], dtype=v.dtype))
+            table[key] = table[key] + bary[r] * v[:, p]
+            pv.append((key, bary[r]))
+        verts.append(pv)
+    for j in range(d1):
+        step = [1 - (d1 if i == j else 0) for i in range(d)]
+        new = {}
+        for key, val in table.items():
+            up = tuple(k + s for k, s in zip(key, step))
+            dn = tuple(k - s for k, s in zip(key, step))
+            new[key] = val + 0.5 * (table.get(up, 0 * val) + table.get(dn, 0 * val))
+        table = new
+    return torch.stack([sum(w * table[k] for k, w in pv) for pv in verts], 1)
+
+
+def test_block_groups_exact_on_two_colour_images() -> None:
+    """With <= 2 colours per block (brighter/darker) and a flat spatial kernel, the colour groups
+    lose nothing: the reduced exact loss and its gradient equal the full-resolution ones."""
+    gen = torch.Generator().manual_seed(8)
+    b, h, w = 2, 12, 10  # 10 = 3 + 3 + 3 + 1: partial border blocks
+    dark, bright = torch.tensor([40.0, 90.0, 60.0]), torch.tensor([200.0, 150.0, 120.0])
+    pick = torch.rand(b, 1, h, w, generator=gen) > 0.6
+    images = torch.where(pick, bright.view(1, 3, 1, 1), dark.view(1, 3, 1, 1)).double()
+    images[1] = images[1] * 0.5 + 30  # another pair of colours
+    probs = torch.softmax(torch.randn(b, 2, h, w, generator=gen, dtype=torch.float64), 1)
+    out = []
+    for f in (1, 3):
+        p = probs.clone().requires_grad_()
+        loss = dense_crf_loss(p, images, 1e6, 30.0, 1.0, "exact", downsample=f)
+        out.append((loss, torch.autograd.grad(loss, p)[0]))
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-9, atol=0)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-9, atol=1e-12)
+
+
+def test_gradcheck_block_groups() -> None:
+    """The reduced loss's gradient (filtered value of each pixel's group) is its true gradient."""
+    gen = torch.Generator().manual_seed(9)
+    images = _natural(1, 4, 5, gen).double()
+    probs = torch.softmax(torch.randn(1, 2, 4, 5, generator=gen, dtype=torch.float64), 1)
+    probs.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda p: dense_crf_loss(p, images, 3.0, 30.0, 1.0, "exact", downsample=2), (probs,),
+        fast_mode=True,
+    )
+
+
+def test_auto_default_fidelity_96px() -> None:
+    """The auto default (lattice, 2 colour groups per 3x3 block) against the exact full-resolution
+    gradient; 96^2 keeps the reference affordable (benchmarks/crf.py measures 224^2: 0.988)."""
+    gen = torch.Generator().manual_seed(10)
+    images = _natural(1, 96, 96, gen)
+    logits = _logits(images, gen)
+    assert resolve_crf_method(96, 96) == ("lattice", 3)
+    out = []
+    for method, ds in (("exact", 1), ("auto", None)):
+        z = logits.clone().requires_grad_()
+        loss = dense_crf_loss(torch.softmax(z, 1), images, weight=1.0, method=method, downsample=ds)
+        out.append((loss.item(), torch.autograd.grad(loss, z)[0].flatten()))
+    rel = out[1][0] / out[0][0] - 1
+    cos = F.cosine_similarity(out[1][1], out[0][1], 0).item()
+    print(f"\nauto (lattice, f=3 groups) 96^2: rel.err={rel:+.3f} grad cos={cos:.4f}")
+    assert abs(rel) < 0.1
+    assert cos > 0.98
+
+
 def test_auto_resolution_and_repr() -> None:
     assert resolve_crf_method(32, 32) == ("exact", 1)
-    assert resolve_crf_method(224, 224) == ("lattice", 2)
+    assert resolve_crf_method(224, 224) == ("lattice", 3)
+    assert resolve_crf_method(896, 896) == ("lattice", 3)  # fixed block size: linear in pixels
     assert resolve_crf_method(224, 224, method="exact") == ("exact", 4)
     assert resolve_crf_method(224, 224, method="exact", downsample=1) == ("exact", 1)
     text = repr(DenseCRFLoss())

@@ -69,19 +69,6 @@ def make_model() -> nn.Module:
     return model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_module() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     return make_model()

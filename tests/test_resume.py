@@ -18,36 +18,14 @@ import torch
 from torch import nn
 
 import fcam_plugin.training as training
+from _helpers import tiny_cnn
+
 from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin.losses.size import log_barrier, log_barrier_size
 from fcam_plugin.upscaler import read_checkpoint
 
 EPOCHS, BATCHES, SEED = 2, 4, 3
 CONFIG = dict(decoder_channels=(8, 8, 8, 8, 8))
-
-
-def tiny_cnn(num_classes: int = 3) -> nn.Module:
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    channels = 3
-    for out in (8, 8, 16, 16, 16):
-        layers += [nn.Conv2d(channels, out, 3, 2, 1), nn.BatchNorm2d(out), nn.ReLU()]
-        channels = out
-    return nn.Sequential(nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_module() -> Iterator[None]:
-    """Tiny models at 32 px: one intra-op thread is fastest (2 threads spin against each other on 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)  # after conftest's per-test setting
 
 
 class Loader:

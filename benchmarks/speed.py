@@ -1,0 +1,126 @@
+"""Speed ratios of F-CAM, measured side by side in one run (interleaved rounds, minimum over rounds).
+
+Usage: ``python benchmarks/speed.py [--arch resnet50] [--batch 8] [--size 224] [--reps 5]``
+
+(a) one training step (``fcam_plugin.training.fcam_losses`` + backward + SGD step: seeds from
+    GradCAM++, decoder, losses) **with** the dense CRF loss (auto method) vs **without** it
+    (``crf_weight = 0``), same batch, same model; plus the CRF loss alone (fwd + bwd) on the
+    decoder's probabilities. Target: with / without <= 1.3.
+(b) one upscaler call (``up(input_tensor=x, targets=...)``, and ``up.maps(x)`` on-device) vs one
+    call of the wrapped pytorch-grad-cam ``GradCAMPlusPlus`` on the same batch. Target <= 0.7
+    (the decoder needs no backward pass through the classifier).
+
+Random weights (``weights=None``): timings do not depend on the values. CPU threads = torch default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Callable
+
+import torch
+import torchvision
+from pytorch_grad_cam import GradCAMPlusPlus
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from fcam_plugin import FCAMUpscaler  # noqa: E402
+from fcam_plugin._state import frozen_eval  # noqa: E402
+from fcam_plugin.encoder import FeatureTaps  # noqa: E402
+from fcam_plugin.losses.crf import dense_crf_loss, resolve_crf_method  # noqa: E402
+from fcam_plugin.training import fcam_losses  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from crf import natural_images  # noqa: E402
+
+
+def interleaved(cases: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+    """Min wall time of each case over ``reps`` rounds; each round runs every case once."""
+    for fn in cases.values():  # warm-up
+        fn()
+    best = {k: float("inf") for k in cases}
+    for _ in range(reps):
+        for name, fn in cases.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def _load() -> str:
+    return "load average %.1f %.1f %.1f" % os.getloadavg()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", default="resnet50")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--reps", type=int, default=5)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {a.arch}, batch {a.batch}, {a.size}^2, "
+          f"threads {torch.get_num_threads()}, {_load()}")
+    model = getattr(torchvision.models, a.arch)(weights=None, num_classes=200).eval()
+    up = FCAMUpscaler(model, GradCAMPlusPlus)
+    up.fitted = True  # timing only: a random decoder costs the same as a trained one
+    cfg = up.config
+    gen = torch.Generator().manual_seed(0)
+    rgb = natural_images(a.batch, a.size, a.size, gen)
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    x = (rgb / 255 - mean) / std
+    labels = torch.randint(0, 200, (a.batch,), generator=gen)
+    crf_weight = cfg.crf_weight
+    print(f"CRF: {resolve_crf_method(a.size, a.size)}")
+
+    # ---------------------------------------------------------------- (a) training step
+    opt = torch.optim.SGD(up.decoder.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    step_gen = torch.Generator().manual_seed(1)
+
+    def step(with_crf: bool) -> None:
+        cfg.crf_weight = crf_weight if with_crf else 0.0
+        terms = fcam_losses(up, up.decoder, taps, x, labels, 1.0, step_gen, False)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+
+    probs = torch.softmax(torch.randn(a.batch, 2, a.size, a.size, generator=gen), 1)
+
+    def crf_only() -> None:
+        p = probs.clone().requires_grad_()
+        dense_crf_loss(p, rgb, weight=crf_weight).backward()
+
+    up.decoder.train()
+    with frozen_eval(model), FeatureTaps(model, up.taps) as taps:
+        t = interleaved({"with": lambda: step(True), "without": lambda: step(False), "crf": crf_only}, a.reps)
+    cfg.crf_weight = crf_weight
+    print("\n(a) one training step (seeds + decoder + losses + backward + SGD), s")
+    print(f"  with CRF {t['with']:.3f}   without CRF {t['without']:.3f}   CRF loss alone (fwd+bwd) "
+          f"{t['crf']:.3f}")
+    print(f"  ratio with / without = {t['with'] / t['without']:.2f}  (target <= 1.3)")
+
+    # ---------------------------------------------------------------- (b) inference call
+    targets = [ClassifierOutputTarget(int(c)) for c in labels]
+    layer = dict(model.named_modules())[up.taps[-1].name]  # the upscaler's default target layer
+    gradcam = GradCAMPlusPlus(model=model, target_layers=[layer])
+
+    t = interleaved({
+        "up": lambda: up(input_tensor=x, targets=targets),
+        "maps": lambda: up.maps(x),
+        "gradcam": lambda: gradcam(input_tensor=x, targets=targets),
+        "classifier": lambda: torch.no_grad()(model)(x),
+    }, a.reps)
+    print("\n(b) one call on the same batch, s")
+    print(f"  up(input_tensor=x, targets) {t['up']:.3f}   up.maps(x) {t['maps']:.3f}   "
+          f"GradCAMPlusPlus {t['gradcam']:.3f}   classifier forward (no_grad) {t['classifier']:.3f}")
+    print(f"  ratio upscaler / GradCAM++ = {t['up'] / t['gradcam']:.2f} (maps: {t['maps'] / t['gradcam']:.2f})"
+          "  (target <= 0.7)")
+    print(f"\n{_load()}")
+
+
+if __name__ == "__main__":
+    main()

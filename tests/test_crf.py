@@ -259,7 +259,9 @@ def test_auto_default_fidelity_96px() -> None:
 
 
 def test_auto_resolution_and_repr() -> None:
-    assert resolve_crf_method(32, 32) == ("exact", 1)
+    assert resolve_crf_method(24, 24) == ("exact", 1)
+    assert resolve_crf_method(32, 32) == ("lattice", 1)  # exact is quadratic: lattice from 25 x 25 on
+    assert resolve_crf_method(64, 64) == ("lattice", 1)
     assert resolve_crf_method(224, 224) == ("lattice", 3)
     assert resolve_crf_method(896, 896) == ("lattice", 3)  # fixed block size: linear in pixels
     assert resolve_crf_method(224, 224, method="exact") == ("exact", 4)

@@ -319,7 +319,6 @@ def test_methods_are_introspected() -> None:
     assert len(names) >= 20
 
 
-@pytest.mark.threads(2)
 @pytest.mark.parametrize(("library", "name", "model_name"), _params())
 def test_combination(library: str, name: str, model_name: str) -> None:
     outcome = run_combination(library, name, model_name)

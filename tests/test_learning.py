@@ -38,7 +38,6 @@ def _pxap(maps: torch.Tensor, masks: torch.Tensor) -> float:
     return metric.summary()["pxap"]
 
 
-@pytest.mark.threads(2)
 def test_fcam_beats_the_bilinear_cam_it_learns_from() -> None:
     from pytorch_grad_cam import GradCAMPlusPlus
 

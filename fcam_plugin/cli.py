@@ -306,8 +306,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             raise
         raise UsageError("`fcam demo` is not available in this installation (fcam_plugin.demo is missing)") from None
     result = run_demo(out_dir=args.out, quick=args.quick, seed=args.seed, device=_device(args.device))
-    if result is not None:
-        print(f"demo written to {result}")
+    files = result.get("files", {}) if isinstance(result, dict) else {}
+    if files:
+        print("demo written: " + ", ".join(str(path) for path in files.values()))
     return 0
 
 

@@ -122,13 +122,17 @@ def test_eval_table_and_json(work: dict[str, Path], tmp_path: Path, capsys: pyte
             assert 0.0 <= summary[key] <= 1.0
 
 
-def test_demo_calls_run_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_demo_calls_run_demo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     calls = []
+    report = tmp_path / "report.md"
     fake = types.ModuleType("fcam_plugin.demo")
-    fake.run_demo = lambda **kwargs: calls.append(kwargs) or tmp_path  # type: ignore[attr-defined]
+    fake.run_demo = lambda **kwargs: calls.append(kwargs) or {"files": {"report": report}}  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fcam_plugin.demo", fake)
     assert main(["demo", "--out", str(tmp_path), "--quick", "--seed", "3", "--device", "cpu"]) == 0
     assert calls == [{"out_dir": str(tmp_path), "quick": True, "seed": 3, "device": torch.device("cpu")}]
+    assert str(report) in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["DistributedBatchNorm2d", "all_reduce_sum", "convert_batchnorm", "global_batch_slice", "is_distributed", "rank_and_world", "shard_loader"]

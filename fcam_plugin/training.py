@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from torch import nn

@@ -14,9 +14,8 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import numpy as np
 import pytest
 import torch
 from pytorch_grad_cam import GradCAM

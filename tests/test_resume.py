@@ -7,7 +7,6 @@ uninterrupted run with the same seed.
 
 from __future__ import annotations
 
-import os
 import signal
 import warnings
 from pathlib import Path

@@ -14,11 +14,12 @@ __all__ = ["ModelState", "frozen_eval", "preserved"]
 
 @dataclass
 class ModelState:
-    """Per-module ``training`` flags, per-parameter ``requires_grad`` and ``.grad`` of a model."""
+    """Per-module ``training`` flags and sub-modules, per-parameter ``requires_grad`` and ``.grad``."""
 
     training: list[tuple[nn.Module, bool]]
     requires_grad: list[tuple[nn.Parameter, bool]]
     grads: list[tuple[nn.Parameter, torch.Tensor | None]]
+    children: list[tuple[nn.Module, dict[str, nn.Module | None]]]
 
     @classmethod
     def capture(cls, model: nn.Module) -> "ModelState":
@@ -27,9 +28,16 @@ class ModelState:
             training=[(m, m.training) for m in model.modules()],
             requires_grad=[(p, p.requires_grad) for p in params],
             grads=[(p, p.grad) for p in params],
+            children=[(m, dict(m._modules)) for m in model.modules()],
         )
 
     def restore(self) -> None:
+        # Sub-modules first: a CAM method that swaps layers (grad-cam's AblationCAM replaces the
+        # target layer during its forward) may be interrupted before it puts them back.
+        for module, children in self.children:
+            if module._modules != children:
+                module._modules.clear()
+                module._modules.update(children)
         for module, flag in self.training:
             module.training = flag
         for param, flag in self.requires_grad:

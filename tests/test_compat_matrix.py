@@ -241,6 +241,10 @@ def run_combination(library: str, name: str, model_name: str, *, strict: bool = 
     cls = method_class(library, name)
     layers, reshape = layers_for(library, name, model_name, model)
     kwargs = dict(FAST_KWARGS.get((library, name), {}))
+    if (library, name) == ("gradcam", "AblationCAM") and model_name in _TRANSFORMERS:
+        from pytorch_grad_cam.ablation_layer import AblationLayerVit
+
+        kwargs["ablation_layer"] = AblationLayerVit()  # grad-cam's documented setting for transformers
     before = model_state(model)
     expected = expected_error(library, name, model_name)
     images, labels = make_batch(size, 3)

@@ -217,3 +217,19 @@ def test_fingerprint_detects_changes(model: nn.Module) -> None:
         before = fingerprint(m)
         change(m)
         assert fingerprint(m) != before
+
+
+def test_layers_swapped_by_a_failing_cam_method_are_put_back() -> None:
+    # grad-cam's AblationCAM swaps the target layer during its forward; if it fails midway the
+    # model would keep the swapped layer. preserved() restores the module tree.
+    from fcam_plugin._state import preserved
+
+    model = make_model()
+    before = fingerprint(model)
+    original = model.layer4
+    with pytest.raises(RuntimeError, match="boom"):
+        with preserved(model):
+            model.layer4 = torch.nn.Identity()
+            raise RuntimeError("boom")
+    assert model.layer4 is original
+    assert fingerprint(model) == before

@@ -96,7 +96,13 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
             synced = DistributedBatchNorm2d(
                 child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
             ).to(device)
-            synced.load_state_dict(child.state_dict())
+            # Keep the same Parameter and buffer objects (an optimiser built on them stays valid),
+            # as torch's SyncBatchNorm conversion does.
+            if child.affine:
+                synced.weight, synced.bias = child.weight, child.bias
+            for key in ("running_mean", "running_var", "num_batches_tracked"):
+                setattr(synced, key, getattr(child, key))
+            synced.train(child.training)
             setattr(module, name, synced)
         else:
             convert_batchnorm(child, device)

@@ -174,6 +174,8 @@ _CNNS = [m for m in MODELS if m not in _TRANSFORMERS]
 def expected_error(library: str, name: str, model_name: str) -> tuple[type[BaseException], str] | None:
     if library == "torchcam" and name == "LeGrad" and model_name != "vit_b_16":
         return ValueError, "LeGrad explains vision-transformer blocks"
+    if library == "gradcam" and name == "FullGrad" and model_name in _TRANSFORMERS:
+        return ValueError, "FullGrad cannot explain a transformer"
     if library == "torchcam" and name == "CAM":
         fcs = [m for m in build_model(model_name).modules() if isinstance(m, nn.Linear)]
         if len(fcs) > 1:

@@ -145,6 +145,12 @@ class GradCAMSource(CAMSource):
             raise TypeError(f"`method` must be a pytorch-grad-cam BaseCAM class or instance, got {method!r}.")
         self._kwargs = method_kwargs
         self._native = _native_name(self._cls)
+        if self._cls.__name__ == "FullGrad" and self._reshape is not None:
+            raise ValueError(
+                "pytorch-grad-cam's FullGrad cannot explain a transformer (it aggregates the bias gradients "
+                "of every Conv2d/BatchNorm2d layer at image resolution and fails on token layouts); with a "
+                "`reshape_transform`, use e.g. GradCAM, LayerCAM or EigenCAM instead."
+            )
         if self._native is None and not self._layers and self._cls.__name__ != "FullGrad":
             raise ValueError(f"`target_layers` is empty for {self._cls.__name__}.")
 

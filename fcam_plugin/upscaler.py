@@ -215,12 +215,12 @@ class FCAMUpscaler:
         self, training: dict[str, Any] | None = None, fingerprint: dict[str, str] | None = None
     ) -> dict[str, Any]:
         """The checkpoint dict (builtins and tensors only); ``training`` holds resumable fit state."""
-        import importlib.metadata as md
+        from . import __version__
 
         return {
             "format": CHECKPOINT_FORMAT,
             "schema_version": SCHEMA_VERSION,
-            "versions": {"fcam_plugin": _version(md), "torch": str(torch.__version__)},
+            "versions": {"fcam_plugin": __version__, "torch": str(torch.__version__)},
             "method": {"library": self.source.library, "name": self.source.method_name},
             "config": self.config.to_dict(),
             "taps": [[t.name, t.stride, t.channels] for t in self.taps],
@@ -307,13 +307,6 @@ def _check_classifier(state: dict[str, Any], model: nn.Module, path: object, che
             f"(fingerprint {saved.get('weights')}, this model has {current['weights']}); pass "
             "check_weights=False to load it anyway."
         )
-
-
-def _version(md: Any) -> str:
-    try:
-        return md.version("fcam-plugin")
-    except md.PackageNotFoundError:
-        return "unknown"
 
 
 def _clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -66,6 +66,21 @@ class CAMSource(ABC):
     def explain(self, maps_fn: MapsFn, *args: Any, **kwargs: Any) -> Any:
         """Call contract of the wrapped explainer: parse its arguments, return its type."""
 
+    def _check_ready_instance(self, method: Any, owner: object, method_kwargs: dict[str, Any]) -> None:
+        """A ready CAM object must wrap this source's model and takes no constructor arguments."""
+        if owner is not self.model:
+            raise ValueError(
+                f"`method` is a {type(method).__name__} instance built on a different model "
+                f"({type(owner).__name__} object at {id(owner):#x}) than `model` "
+                f"({type(self.model).__name__} object at {id(self.model):#x}); build it on the same model or "
+                "pass the class instead."
+            )
+        if method_kwargs:
+            raise ValueError(
+                f"constructor arguments {sorted(method_kwargs)} cannot apply to a ready "
+                f"{type(method).__name__} instance; pass the class instead."
+            )
+
     def after_fit(self) -> None:
         """Release what was acquired only for training (e.g. a library object built for seeds)."""
 

@@ -121,18 +121,7 @@ class GradCAMSource(CAMSource):
         self._instance = None
         self._owns_instance = False
         if isinstance(method, base):
-            if method.model is not model:
-                raise ValueError(
-                    f"`method` is a {type(method).__name__} instance built on a different model "
-                    f"({type(method.model).__name__} object at {id(method.model):#x}) than `model` "
-                    f"({type(model).__name__} object at {id(model):#x}); build it on the same model or "
-                    "pass the class instead."
-                )
-            if method_kwargs:
-                raise ValueError(
-                    f"constructor arguments {sorted(method_kwargs)} cannot apply to a ready "
-                    f"{type(method).__name__} instance; pass the class instead."
-                )
+            self._check_ready_instance(method, method.model, method_kwargs)
             self._instance = method
             self._cls = type(method)
             self._layers = list(method.target_layers)

@@ -105,18 +105,7 @@ class WrapperCAMSource(CAMSource):
         elif _is_gradcam_wrapper(method):
             bases = _base_cams(method)
             owner = getattr(method, "model", None) or bases[0].model
-            if owner is not model:
-                raise ValueError(
-                    f"`method` is a {type(method).__name__} instance built on a different model "
-                    f"({type(owner).__name__} object at {id(owner):#x}) than `model` "
-                    f"({type(model).__name__} object at {id(model):#x}); build it on the same model or pass the "
-                    "class instead."
-                )
-            if method_kwargs:
-                raise ValueError(
-                    f"constructor arguments {sorted(method_kwargs)} cannot apply to a ready "
-                    f"{type(method).__name__} instance; pass the class instead."
-                )
+            self._check_ready_instance(method, owner, method_kwargs)
             self._cls = type(method)
             self._instance = method
             self._layers = [layer for base in bases for layer in base.target_layers]

@@ -105,18 +105,7 @@ class TorchCAMSource(CAMSource):
             self._build()  # fail now, with torchcam's reason, rather than at the first fit step
             self._release_extractor()
         else:
-            if method.model is not model:
-                raise ValueError(
-                    f"`method` is a {type(method).__name__} instance built on a different model "
-                    f"({type(method.model).__name__} object at {id(method.model):#x}) than `model` "
-                    f"({type(model).__name__} object at {id(model):#x}); build it on the same model or "
-                    "pass the class instead."
-                )
-            if method_kwargs:
-                raise ValueError(
-                    f"constructor arguments {sorted(method_kwargs)} cannot apply to a ready "
-                    f"{type(method).__name__} instance; pass the class instead."
-                )
+            self._check_ready_instance(method, method.model, method_kwargs)
             if reshape_transform is not None:
                 raise ValueError(
                     "`reshape_transform` cannot apply to a ready torchcam extractor (it was fixed when the "

@@ -589,12 +589,9 @@ def _read_weights(path: str) -> dict[str, "torch.Tensor"]:
 
 
 def _load_weights(model: "nn.Module", state: dict[str, "torch.Tensor"]) -> tuple[list[str], list[str]]:
-    cleaned = {}
-    for key, value in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        cleaned[key] = value
+    from .upscaler import _clean_state_dict
+
+    cleaned = _clean_state_dict(state)  # DDP's `module.` / torch.compile's `_orig_mod.` prefixes
     own = model.state_dict()
     missing = [k for k in own if k not in cleaned]
     unexpected = [k for k in cleaned if k not in own]

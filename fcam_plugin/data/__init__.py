@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .synthetic import MEAN, STD, SyntheticSample, SyntheticWSOL, save_wsol_folder
+from .export import save_wsol_folder
+from .synthetic import MEAN, STD, VARIANTS, SyntheticSample, SyntheticVariant, SyntheticWSOL
 from .wsol import (
     MetadataError,
     WSOLDataset,
@@ -16,8 +17,10 @@ from .wsol import (
 __all__ = [
     "MEAN",
     "STD",
+    "VARIANTS",
     "MetadataError",
     "SyntheticSample",
+    "SyntheticVariant",
     "SyntheticWSOL",
     "WSOLDataset",
     "read_class_labels",

@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/speed.py [--arch resnet50] [--batch 8] [--size 224] [--reps 5]``
 
-(a) one training step (``fcam_plugin.training.fcam_losses`` + backward + SGD step: seeds from
+(a) one training step (``fcam_plugin.objective.Objective`` + backward + SGD step: seeds from
     GradCAM++, decoder, losses) **with** the dense CRF loss (auto method) vs **without** it
     (``crf_weight = 0``), same batch, same model; plus the CRF loss alone (fwd + bwd) on the
     decoder's probabilities. Target: with / without <= 1.3.
@@ -29,9 +29,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from fcam_plugin import FCAMUpscaler  # noqa: E402
 from fcam_plugin._state import frozen_eval  # noqa: E402
-from fcam_plugin.encoder import FeatureTaps  # noqa: E402
+from fcam_plugin.taps import FeatureTaps  # noqa: E402
 from fcam_plugin.losses.crf import dense_crf_loss, resolve_crf_method  # noqa: E402
-from fcam_plugin.training import fcam_losses  # noqa: E402
+from fcam_plugin.objective import Objective  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from crf import natural_images  # noqa: E402
@@ -80,10 +80,11 @@ def main() -> None:
     # ---------------------------------------------------------------- (a) training step
     opt = torch.optim.SGD(up.decoder.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     step_gen = torch.Generator().manual_seed(1)
+    objective = Objective(cfg, up.source)
 
     def step(with_crf: bool) -> None:
         cfg.crf_weight = crf_weight if with_crf else 0.0
-        terms = fcam_losses(up, up.decoder, taps, x, labels, 1.0, step_gen, False)
+        terms = objective(up.decoder, taps, x, labels, 1.0, step_gen, False)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()

@@ -1,16 +1,46 @@
-"""fcam-plugin: full-resolution class activation maps (F-CAM) for pytorch-grad-cam and torchcam."""
+"""fcam-plugin: full-resolution class activation maps (F-CAM) for pytorch-grad-cam and torchcam.
+
+The top level is lazy, as torchcam's: ``import fcam_plugin`` imports neither torch nor the CAM
+libraries; each public name is imported on first use.
+"""
 
 from __future__ import annotations
 
-import importlib.metadata as _metadata
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from ._checks import CheckpointError, NotFittedError
-from .config import FCAMConfig
-from .upscaler import FCAMUpscaler
+from ._version import __version__
+from .errors import CheckpointError, MetadataError, NoCapturedInputError, NoSpatialFeaturesError, NotFittedError
 
-try:
-    __version__ = _metadata.version("fcam-plugin")
-except _metadata.PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
+if TYPE_CHECKING:
+    from .config import FCAMConfig
+    from .upscaler import FCAMUpscaler
 
-__all__ = ["CheckpointError", "FCAMConfig", "FCAMUpscaler", "NotFittedError", "__version__"]
+#: Public name -> module that defines it (imported on first access).
+_LAZY = {
+    "FCAMConfig": "config",
+    "FCAMUpscaler": "upscaler",
+}
+
+__all__ = [
+    "CheckpointError",
+    "FCAMConfig",
+    "FCAMUpscaler",
+    "MetadataError",
+    "NoCapturedInputError",
+    "NoSpatialFeaturesError",
+    "NotFittedError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

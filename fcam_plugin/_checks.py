@@ -12,23 +12,12 @@ from typing import Sequence
 import torch
 
 __all__ = [
-    "CheckpointError",
-    "NotFittedError",
     "check_choice",
     "check_images",
     "check_path",
     "check_positive",
     "describe",
 ]
-
-
-class NotFittedError(ValueError, RuntimeError):
-    """Raised when an upscaler is used before ``fit`` or ``load`` (a ``ValueError``, and a
-    ``RuntimeError`` for code written against earlier versions)."""
-
-
-class CheckpointError(ValueError):
-    """Raised for a truncated, corrupt, foreign or mismatched checkpoint."""
 
 
 def describe(value: object) -> str:

@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    from ._checks import CheckpointError, NotFittedError
+    from .errors import CheckpointError, NotFittedError
 
     try:
         parser = build_parser()
@@ -569,29 +569,17 @@ def _build_model(args: argparse.Namespace, device: "torch.device") -> "nn.Module
 
 
 def _read_weights(path: str) -> dict[str, "torch.Tensor"]:
-    import torch
+    from .checkpoint import read_state_dict
+    from .errors import CheckpointError
 
-    if not os.path.isfile(path):
-        raise UsageError(f"--weights: file {path!r} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UsageError(
-            f"--weights {path!r} could not be read with torch.load(weights_only=True): "
-            f"{type(error).__name__}: {str(error).split('. ')[0] if str(error) else ''}"
-        ) from None
-    for key in ("state_dict", "model_state_dict", "model"):  # common training-script wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UsageError(f"--weights {path!r} is not a state_dict (a dict of tensors)")
-    return state
+        return read_state_dict(path)
+    except CheckpointError as error:
+        raise UsageError(f"--weights: {error}") from None
 
 
 def _load_weights(model: "nn.Module", state: dict[str, "torch.Tensor"]) -> tuple[list[str], list[str]]:
-    from .upscaler import _clean_state_dict
-
-    cleaned = _clean_state_dict(state)  # DDP's `module.` / torch.compile's `_orig_mod.` prefixes
+    cleaned = state  # read_state_dict removed DDP's `module.` / torch.compile's `_orig_mod.` prefixes
     own = model.state_dict()
     missing = [k for k in own if k not in cleaned]
     unexpected = [k for k in cleaned if k not in own]
@@ -622,7 +610,7 @@ def _target_layers(model: "nn.Module", names: Sequence[str] | None) -> list["nn.
 
 
 def _checkpoint_method(path: str) -> str:
-    from .upscaler import read_checkpoint
+    from .checkpoint import read_checkpoint
 
     info = read_checkpoint(path).get("method") or {}
     name = info.get("name")
@@ -633,9 +621,8 @@ def _checkpoint_method(path: str) -> str:
 
 
 def _load_upscaler(args: argparse.Namespace, model: "nn.Module") -> "FCAMUpscaler":
+    from .errors import CheckpointError
     from .upscaler import FCAMUpscaler
-
-    from ._checks import CheckpointError
 
     method = args.method or _checkpoint_method(args.checkpoint)
     try:

@@ -41,7 +41,7 @@ from torch import nn
 from ._checks import check_choice, describe
 from .config import FCAMConfig
 from .data.synthetic import MEAN, STD, SyntheticWSOL
-from .losses.seeds import sample_seeds
+from .seeds import sample_seeds
 from .metrics import LocalizationEvaluator
 
 __all__ = [

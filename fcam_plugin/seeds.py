@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import describe
+from ._checks import describe
 
 __all__ = ["IGNORE_INDEX", "otsu_threshold", "sample_seeds"]
 

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ._state import frozen_eval
+from .errors import NoSpatialFeaturesError
 
 __all__ = ["FeatureTaps", "NoSpatialFeaturesError", "Tap", "find_taps", "taps_from_layers", "to_nchw"]
 
@@ -28,10 +29,6 @@ FALLBACK_PROBE_SIZES = (224,)
 #: sequences ``(B, prefix + h*w, C)`` on a square grid (ViT).
 LAYOUTS = ("nchw", "nhwc", "tokens")
 _MAX_PREFIX_TOKENS = 8  # class / distillation / register tokens before the patch tokens
-
-
-class NoSpatialFeaturesError(ValueError):
-    """Raised when a model exposes no spatial (B, C, h, w) feature map that can feed the decoder."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,10 @@
-"""The F-CAM training loop: seeds from the CAM, partial CE + dense CRF + size barrier on the decoder."""
+"""The F-CAM training loop: epochs of steps on the decoder, resumable, interruptible, distributed.
+
+It knows nothing of :class:`~fcam_plugin.FCAMUpscaler`: :func:`train` takes the decoder, the
+frozen classifier with its feature taps, the objective and the options, and returns the trained
+decoder and the per-epoch history. Checkpoints are built by a ``snapshot`` callable that the
+caller provides (the upscaler's checkpoint format, see :mod:`fcam_plugin.checkpoint`).
+"""
 
 from __future__ import annotations
 
@@ -9,29 +15,138 @@ import os
 import signal
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from ._checks import CheckpointError, check_images, check_path, describe
+from ._checks import check_images, check_path, describe
 from ._state import frozen_eval
-from .adapters import upsample_cams
-from .distributed import all_reduce_sum, convert_batchnorm, global_batch_slice, rank_and_world, shard_loader
-from .encoder import FeatureTaps
-from .losses.cross_entropy import partial_cross_entropy
-from .losses.crf import dense_crf_loss
-from .losses.seeds import IGNORE_INDEX, sample_seeds
-from .losses.size import BarrierSchedule, log_barrier_size
+from .checkpoint import atomic_save
+from .config import FCAMConfig
+from .distributed import convert_batchnorm, rank_and_world, shard_loader
+from .losses.size import BarrierSchedule
+from .objective import Objective
+from .progress import progress_bar
+from .taps import FeatureTaps, Tap
 
-if TYPE_CHECKING:
-    from .upscaler import FCAMUpscaler
-
-__all__ = ["train"]
+__all__ = ["FitOptions", "TrainResult", "TrainState", "train"]
 
 logger = logging.getLogger(__name__)
 
+#: Builds a checkpoint dict from the decoder's training state (``None``: a plain save).
+Snapshot = Callable[[nn.Module, "dict[str, Any] | None", bool], "dict[str, Any]"]
 
+
+# --------------------------------------------------------------------------------- options
+def _check_int(name: str, value: object, least: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"`{name}` must be {'None or ' if optional else ''}an int >= {least}, got {value!r}.")
+
+
+@dataclass
+class FitOptions:
+    """How one ``fit`` runs (see :meth:`fcam_plugin.FCAMUpscaler.fit` for each field)."""
+
+    epochs: int = 10
+    optimizer: Any = None
+    amp: bool = False
+    seed: int = 0
+    progress: bool = True
+    checkpoint: str | os.PathLike | None = None
+    checkpoint_every: int | None = None
+    max_steps: int | None = None
+    max_bad_steps: int = 20
+
+    def validate(self, loader: Any, device: torch.device) -> None:
+        """Raise before any work for bad options, a bad checkpoint path or an unusable loader."""
+        _check_int("epochs", self.epochs, 1)
+        _check_int("max_steps", self.max_steps, 1, optional=True)
+        _check_int("checkpoint_every", self.checkpoint_every, 1, optional=True)
+        _check_int("max_bad_steps", self.max_bad_steps, 1)
+        if self.checkpoint is not None:
+            self.checkpoint = check_path("checkpoint", self.checkpoint)
+            os.makedirs(os.path.dirname(os.path.abspath(self.checkpoint)), exist_ok=True)  # fail now, not after an epoch
+        if not hasattr(loader, "__iter__"):
+            raise TypeError(f"`loader` must be an iterable of (images, labels) batches, got {describe(loader)}.")
+        if self.epochs > 1 and iter(loader) is loader:
+            raise ValueError(
+                f"`loader` is a one-shot iterator ({type(loader).__name__}) but epochs={self.epochs}: it would be "
+                "empty after the first epoch; pass a re-iterable such as a DataLoader or a list of batches."
+            )
+        if self.amp and device.type != "cuda":
+            raise ValueError(f"`amp=True` needs a model on a CUDA device; the model is on {device}.")
+
+
+@dataclass
+class TrainState:
+    """Where a run stands, always consistent with the weights and the optimiser (a resume point).
+
+    Attributes:
+        epoch / step_in_epoch: the next step to run.
+        global_step: steps run so far (skipped non-finite steps included).
+        history: mean loss terms of every finished epoch.
+        sums / seen: running sums of the loss terms over the finite steps of the current epoch.
+    """
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)
+    seen: int = 0
+
+    @classmethod
+    def from_checkpoint(cls, training: dict[str, Any]) -> "TrainState":
+        state = cls(training["epoch"], training["step_in_epoch"], training["global_step"], list(training["history"]))
+        if state.step_in_epoch > 0:  # the running means of the interrupted epoch
+            state.sums = dict(training.get("epoch_sums") or {})
+            state.seen = int(training.get("epoch_seen") or 0)
+        return state
+
+    def start_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch or self.step_in_epoch == 0:
+            self.sums, self.seen = {}, 0
+        self.epoch = epoch
+
+    def record_step(self, values: dict[str, float] | None) -> None:
+        if values is not None:
+            for key, value in values.items():
+                self.sums[key] = self.sums.get(key, 0.0) + value
+            self.seen += 1
+        self.global_step += 1
+        self.step_in_epoch += 1
+
+    def epoch_mean(self) -> dict[str, float] | None:
+        if not self.seen:
+            return None
+        return {k: v / self.seen for k, v in self.sums.items()} | {"epoch": self.epoch + 1}
+
+    def finish_epoch(self) -> None:
+        mean = self.epoch_mean()
+        if mean:
+            self.history.append(mean)
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "history": self.history, "epoch_sums": dict(self.sums), "epoch_seen": self.seen,
+        }
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the trained decoder (converted for DDP if distributed) and history."""
+
+    decoder: nn.Module
+    history: list[dict[str, float]]
+
+
+# ------------------------------------------------------------------------------- helpers
 @contextlib.contextmanager
 def _deferred_interrupt() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) until the block ends, so an optimiser step and its bookkeeping are atomic.
@@ -55,9 +170,7 @@ def _deferred_interrupt() -> Iterator[None]:
             signal.raise_signal(signal.SIGINT)
 
 
-
-
-def _split_batch(batch: object, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+def split_batch(batch: object, index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels, *extra)`` -> (images, labels) with errors naming what the loader yielded."""
     if isinstance(batch, dict):
         raise TypeError(
@@ -88,7 +201,8 @@ def _split_batch(batch: object, index: int) -> tuple[torch.Tensor, torch.Tensor]
     return images, labels.long()
 
 
-def _build_optimizer(spec: Any, decoder: nn.Module, config: Any) -> torch.optim.Optimizer:
+def build_optimizer(spec: Any, decoder: nn.Module, config: FCAMConfig) -> torch.optim.Optimizer:
+    """The optimiser of a fit: the config's SGD, a factory ``params -> Optimizer``, or a ready one."""
     params = list(decoder.parameters())
     if spec is None:
         return torch.optim.SGD(
@@ -114,7 +228,8 @@ def _build_optimizer(spec: Any, decoder: nn.Module, config: Any) -> torch.optim.
     )
 
 
-def _reset_parameters(module: nn.Module) -> None:
+def reset_parameters(module: nn.Module) -> None:
+    """Re-initialise every sub-module's parameters and running statistics (from the global RNG)."""
     for m in module.modules():
         if hasattr(m, "reset_parameters") and m is not module:
             m.reset_parameters()
@@ -122,285 +237,208 @@ def _reset_parameters(module: nn.Module) -> None:
             m.reset_running_stats()
 
 
-class _Progress:
-    """tqdm bar per epoch when wanted (main process only), a no-op otherwise."""
+# ---------------------------------------------------------------------------------- trainer
+class _Run:
+    """One fit: the decoder being trained, its optimiser and scaler, the state and its checkpoints."""
 
-    def __init__(self, enabled: bool, total: int | None, desc: str) -> None:
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
+    def __init__(
+        self,
+        decoder: nn.Module,
+        objective: Objective,
+        options: FitOptions,
+        snapshot: Snapshot,
+        resume: dict[str, Any] | None,
+        device: torch.device,
+    ) -> None:
+        rank, world = rank_and_world()
+        self.main, self.options, self.objective, self.snapshot = rank == 0, options, objective, snapshot
+        self.device = device
+        if resume is None:
+            reset_parameters(decoder)
+        decoder.train()
+        self.step_module: nn.Module = decoder
+        if world > 1:
+            # BatchNorm statistics over the global batch (SyncBatchNorm on CUDA, an all-reduce on gloo).
+            decoder = convert_batchnorm(decoder, device)
+            self.step_module = nn.parallel.DistributedDataParallel(
+                decoder, device_ids=[device] if device.type == "cuda" else None
+            )
+        self.decoder = decoder
+        self.optimizer = build_optimizer(options.optimizer, decoder, objective.config)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=options.amp)
+        self.state = TrainState()
+        if resume is not None:
+            self._resume(resume)
+        cfg = objective.config
+        self.schedule = BarrierSchedule(cfg.barrier_t0, cfg.barrier_factor, cfg.barrier_t_max)
+        self.generator = torch.Generator(device=device)
+        self.bad_streak = 0
+        self.first_global_step = self.state.global_step
+        self.partial: list[dict[str, float]] = []  # mean of an epoch cut short by max_steps (not checkpointed)
 
-            self.bar = tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True)
+    def _resume(self, resume: dict[str, Any]) -> None:
+        training = resume["training"]
+        self.optimizer.load_state_dict(training["optimizer"])
+        if self.options.amp and training.get("scaler"):
+            self.scaler.load_state_dict(training["scaler"])
+        self.state = TrainState.from_checkpoint(training)
+        if training.get("seed") != self.options.seed:
+            warnings.warn(
+                f"resuming a run started with seed={training.get('seed')} using seed={self.options.seed}", stacklevel=4
+            )
 
-    def update(self, terms: dict[str, float]) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()}, refresh=False)
-            self.bar.update(1)
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> None:
+        """Write the resumable checkpoint of the current (consistent) state, on the main process."""
+        if self.options.checkpoint is None or not self.main:
+            return
+        training = self.state.to_checkpoint() | {
+            "seed": self.options.seed, "epochs": self.options.epochs, "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.options.amp else None,
+        }
+        # a decoder trained for some steps is usable as is
+        atomic_save(self.snapshot(self.decoder, training, self.state.global_step > 0), self.options.checkpoint)
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    @contextlib.contextmanager
+    def checkpoint_on_failure(self) -> Iterator[None]:
+        """On Ctrl-C, or an error after some progress, write the last consistent state, then re-raise."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.save()
+            self._log("interrupted")
+            raise
+        except Exception:
+            if self.state.global_step > self.first_global_step:  # keep the progress made before the error
+                self.save()
+                self._log("training failed")
+            raise
 
+    def _log(self, what: str) -> None:
+        if self.options.checkpoint is not None and self.main:
+            logger.warning("%s: resumable checkpoint written to %s", what, os.fspath(self.options.checkpoint))
 
-def fcam_losses(
-    upscaler: "FCAMUpscaler",
-    decoder: nn.Module,
-    taps: FeatureTaps,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    t: float,
-    generator: torch.Generator | None,
-    amp: bool,
-) -> dict[str, torch.Tensor]:
-    """Loss terms of one step (``total`` included) for a batch already on the model's device."""
-    cfg = upscaler.config
-    size = tuple(images.shape[-2:])
-    taps.arm()
-    low = upscaler.source.cams(images, labels)
-    features = taps.collect()
-    # NaN CAMs (a model producing NaN) would crash seed sampling: treat them as flat, the loss flags it.
-    cams = torch.nan_to_num(upsample_cams(low.float(), size), nan=0.0).clamp(0, 1)
-    offset, total = global_batch_slice(images.shape[0])  # (0, B) outside torch.distributed
-    seeds = sample_seeds(
-        cams, cfg.n_fg, cfg.n_bg, cfg.seed_patch, cfg.fg_erosion, cfg.bg_percentile,
-        generator=generator, batch_offset=offset, batch_total=total,
-    )
-    autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
-    with autocast:
-        logits = decoder(features, size)
-    probs = logits.float().softmax(1)
-    # Normalise by the global seed count so that DDP's gradient average equals one big batch.
-    _, world = rank_and_world()
-    seed_count = all_reduce_sum((seeds != IGNORE_INDEX).sum()).float() / world
-    terms = {"pce": partial_cross_entropy(logits, seeds, count=seed_count)}
-    if cfg.crf_weight > 0:
-        mean = torch.tensor(cfg.mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(cfg.std, device=images.device).view(1, 3, 1, 1)
-        rgb = ((images.float() * std + mean) * 255).clamp(0, 255)
-        terms["crf"] = dense_crf_loss(
-            probs, rgb, sigma_xy=cfg.sigma_xy, sigma_rgb=cfg.sigma_rgb, weight=cfg.crf_weight, method=cfg.crf_method
+    # --------------------------------------------------------------------- steps
+    def out_of_steps(self) -> bool:
+        return self.options.max_steps is not None and self.state.global_step >= self.options.max_steps
+
+    def step(self, taps: FeatureTaps, batch: object, index: int, t: float) -> dict[str, float] | None:
+        """One optimisation step; returns the loss values, or None for a skipped non-finite step."""
+        opts = self.options
+        images, labels = split_batch(batch, index)
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        self.generator.manual_seed(opts.seed * 1_000_003 + self.state.global_step)
+        terms = self.objective(self.step_module, taps, images, labels, t, self.generator, opts.amp)
+        loss = terms["total"]
+        self.optimizer.zero_grad(set_to_none=True)
+        values = None
+        if bool(torch.isfinite(loss)):
+            self.bad_streak = 0
+            self.scaler.scale(loss).backward()
+            values = {k: float(v.detach()) for k, v in terms.items()}
+        else:
+            self._bad_step(terms)
+        with _deferred_interrupt():  # the step and its bookkeeping happen together or not at all
+            if values is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            self.state.record_step(values)
+        return values
+
+    def _bad_step(self, terms: dict[str, torch.Tensor]) -> None:
+        self.bad_streak += 1
+        warnings.warn(
+            f"non-finite F-CAM loss at step {self.state.global_step} "
+            f"({ {k: float(v.detach()) for k, v in terms.items()} }); step skipped",
+            RuntimeWarning, stacklevel=5,
         )
-    if cfg.size_weight > 0:
-        terms["size"] = cfg.size_weight * log_barrier_size(probs, t)
-    terms["total"] = sum(terms.values())  # type: ignore[assignment]
-    return terms
+        if self.bad_streak >= self.options.max_bad_steps:
+            raise FloatingPointError(
+                f"F-CAM training stopped: {self.bad_streak} consecutive non-finite losses. "
+                "Check the images for NaN/Inf, lower the learning rate or the loss weights."
+            )
+
+    # -------------------------------------------------------------------- epochs
+    def epoch(self, taps: FeatureTaps, loader: Any, epoch: int) -> bool:
+        """Run (the rest of) one epoch; returns False when ``max_steps`` stopped the run inside it."""
+        opts = self.options
+        torch.manual_seed(opts.seed + 7919 * (epoch + 1))
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        t = self.schedule(epoch)
+        skip = self.state.step_in_epoch if epoch == self.state.epoch else 0
+        self.state.start_epoch(epoch)
+        self.state.step_in_epoch = skip
+        total = len(loader) if hasattr(loader, "__len__") else None
+        with progress_bar(opts.progress and self.main, total, f"fit {epoch + 1}/{opts.epochs}", leave=True) as bar:
+            for index, batch in enumerate(loader):
+                if index < skip:  # resuming mid-epoch: same order, batches already done
+                    bar.update(1)
+                    continue
+                bar.update(1, self.step(taps, batch, index, t))
+                if opts.checkpoint_every and self.state.global_step % opts.checkpoint_every == 0:
+                    self.save()
+                if self.out_of_steps():
+                    break
+        if self.state.step_in_epoch == 0:
+            raise ValueError(f"`loader` yielded no batches (epoch {epoch + 1}); it must yield (images, labels).")
+        if self.out_of_steps() and self.state.step_in_epoch < (total or math.inf):
+            # Stopped mid-epoch: the checkpoint's history excludes this partial epoch (a resumed run
+            # completes it); the returned history shows its mean so far.
+            self.save()
+            mean = self.state.epoch_mean()
+            self.partial = [mean] if mean else []
+            return False
+        with _deferred_interrupt():
+            self.state.finish_epoch()
+        self.save()
+        return True
 
 
 def train(
-    upscaler: "FCAMUpscaler",
+    decoder: nn.Module,
+    model: nn.Module,
+    taps: Sequence[Tap],
+    objective: Objective,
     loader: Any,
-    epochs: int = 10,
+    options: FitOptions,
+    snapshot: Snapshot,
     *,
-    optimizer: Any = None,
-    amp: bool = False,
-    seed: int = 0,
-    progress: bool = True,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int | None = None,
-    resume: str | os.PathLike | None = None,
-    max_steps: int | None = None,
-    max_bad_steps: int = 20,
-) -> list[dict[str, float]]:
-    """Train ``upscaler.decoder`` on ``loader``; the classifier is frozen and restored afterwards.
+    device: torch.device,
+    resume: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``decoder`` on ``loader``; the classifier ``model`` is frozen and restored afterwards.
 
     Args:
-        upscaler: the upscaler whose decoder is trained.
+        decoder: the decoder to train (re-initialised from ``options.seed`` unless resuming).
+        model: the frozen classifier, read through ``taps``.
+        taps: the skip layers feeding the decoder.
+        objective: the loss of one step (seeds from the wrapped CAM method, CRF, size).
         loader: yields ``(images, labels)`` or ``(images, labels, *extra)``.
-        epochs: passes over the loader (>= 1).
-        optimizer: None (SGD with the config's reference defaults), a factory
-            ``params -> Optimizer``, or an optimizer already built on the decoder's parameters.
-        amp: float16 autocast for the decoder (CUDA only).
-        seed: makes the run reproducible (decoder init, seed sampling, loader shuffling); the
-            caller's global RNG state is left untouched.
-        progress: show a progress bar with the loss terms.
-        checkpoint: path of a resumable checkpoint, written atomically at each epoch end, every
-            ``checkpoint_every`` steps, on Ctrl-C, and when an error stops a run that made progress.
-        checkpoint_every: steps between checkpoints (default: epoch ends only).
-        resume: checkpoint to continue from; the result equals an uninterrupted run with the same
-            seed and loader.
-        max_steps: stop after this many optimisation steps in total (for quick runs).
-        max_bad_steps: consecutive non-finite losses tolerated (each skipped with a warning).
+        options: epochs, optimiser, AMP, seed, progress, checkpoints, step limits (validated here).
+        snapshot: ``(decoder, training_state, fitted) -> checkpoint dict`` for resumable checkpoints.
+        device: the model's device.
+        resume: a checkpoint written by an earlier run, its decoder weights already loaded; the
+            result equals an uninterrupted run with the same seed and loader.
 
     Returns:
-        Per-epoch mean loss terms (also appended to ``upscaler.history``).
+        The trained decoder (the same object unless converted for distributed BatchNorm) and the
+        per-epoch mean loss terms.
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"`epochs` must be an int >= 1, got {epochs!r}.")
-    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-        raise ValueError(f"`max_steps` must be None or an int >= 1, got {max_steps!r}.")
-    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
-        raise ValueError(f"`checkpoint_every` must be None or an int >= 1, got {checkpoint_every!r}.")
-    if not isinstance(max_bad_steps, int) or isinstance(max_bad_steps, bool) or max_bad_steps < 1:
-        raise ValueError(f"`max_bad_steps` must be an int >= 1, got {max_bad_steps!r}.")
-    if checkpoint is not None:
-        checkpoint = check_path("checkpoint", checkpoint)
-        os.makedirs(os.path.dirname(os.path.abspath(checkpoint)), exist_ok=True)  # fail now, not after an epoch
-    if not hasattr(loader, "__iter__"):
-        raise TypeError(f"`loader` must be an iterable of (images, labels) batches, got {describe(loader)}.")
-    if epochs > 1 and iter(loader) is loader:
-        raise ValueError(
-            f"`loader` is a one-shot iterator ({type(loader).__name__}) but epochs={epochs}: it would be "
-            "empty after the first epoch; pass a re-iterable such as a DataLoader or a list of batches."
-        )
-    device = upscaler.device
-    if amp and device.type != "cuda":
-        raise ValueError(f"`amp=True` needs a model on a CUDA device; the model is on {device}.")
-    from .upscaler import atomic_save, classifier_fingerprint, read_checkpoint
-
-    loader = shard_loader(loader, seed)
-    rank, world = rank_and_world()
-    distributed, main = world > 1, rank == 0
-    decoder = upscaler.decoder
-    schedule = BarrierSchedule(upscaler.config.barrier_t0, upscaler.config.barrier_factor, upscaler.config.barrier_t_max)
-    fingerprint = classifier_fingerprint(upscaler.model)
+    options.validate(loader, device)
+    loader = shard_loader(loader, options.seed)
     cuda_devices = [device] if device.type == "cuda" else []
-
     with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(seed)
-        start_epoch, start_step, global_step, history = 0, 0, 0, []
-        resume_state = None
-        if resume is not None:
-            resume_state = read_checkpoint(resume)
-            if not resume_state.get("training"):
-                raise CheckpointError(f"`resume` checkpoint {os.fspath(resume)!r} holds no training state (saved by save(), not by fit).")
-            upscaler.load_state(resume_state, resume)
-        else:
-            _reset_parameters(decoder)
-        decoder.train()
-        model_for_step: nn.Module = decoder
-        if distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            # BatchNorm statistics over the global batch (SyncBatchNorm on CUDA, an all-reduce on gloo).
-            decoder = convert_batchnorm(decoder, device)
-            upscaler.decoder = decoder
-            model_for_step = DistributedDataParallel(decoder, device_ids=[device] if device.type == "cuda" else None)
-        opt = _build_optimizer(optimizer, decoder, upscaler.config)
-        scaler = torch.amp.GradScaler("cuda", enabled=amp)
-        if resume_state is not None:
-            training = resume_state["training"]
-            opt.load_state_dict(training["optimizer"])
-            if amp and training.get("scaler"):
-                scaler.load_state_dict(training["scaler"])
-            start_epoch, start_step = training["epoch"], training["step_in_epoch"]
-            global_step, history = training["global_step"], list(training["history"])
-            if training.get("seed") != seed:
-                warnings.warn(f"resuming a run started with seed={training.get('seed')} using seed={seed}", stacklevel=3)
-
-        def save_state(epoch: int, step_in_epoch: int) -> None:
-            if checkpoint is None or not main:
-                return
-            training = {
-                "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
-                "history": history, "seed": seed, "epochs": epochs,
-                "epoch_sums": dict(run["sums"]), "epoch_seen": run["seen"],
-                "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if amp else None,
-            }
-            state = upscaler.state(training, fingerprint)
-            state["fitted"] = global_step > 0  # a decoder trained for some steps is usable as is
-            atomic_save(state, checkpoint)
-
-        run: dict[str, Any] = {"sums": {}, "seen": 0}  # running means of the current epoch
-        if resume_state is not None and start_step > 0:
-            run["sums"] = dict(resume_state["training"].get("epoch_sums") or {})
-            run["seen"] = int(resume_state["training"].get("epoch_seen") or 0)
-        generator = torch.Generator(device=device)
-        bad_streak = 0
-        epoch, step_in_epoch = start_epoch, start_step
-        # Where a resumed run continues, always consistent with weights, optimiser, sums and history:
-        # updated only inside _deferred_interrupt blocks, written on Ctrl-C or on an error.
-        position = (start_epoch, start_step)
-        first_global_step = global_step
-        partial: list[dict[str, float]] = []  # mean of an epoch cut short by max_steps (not checkpointed)
-        with frozen_eval(upscaler.model), FeatureTaps(upscaler.model, upscaler.taps) as taps:
+        torch.manual_seed(options.seed)
+        run = _Run(decoder, objective, options, snapshot, resume, device)
+        with frozen_eval(model), FeatureTaps(model, taps) as hooks, run.checkpoint_on_failure():
             try:
-                for epoch in range(start_epoch, epochs):
-                    if max_steps is not None and global_step >= max_steps:
+                for epoch in range(run.state.epoch, options.epochs):
+                    if run.out_of_steps() or not run.epoch(hooks, loader, epoch):
                         break
-                    torch.manual_seed(seed + 7919 * (epoch + 1))
-                    sampler = getattr(loader, "sampler", None)
-                    if hasattr(sampler, "set_epoch"):
-                        sampler.set_epoch(epoch)
-                    t = schedule(epoch)
-                    if epoch != start_epoch or start_step == 0:
-                        run["sums"], run["seen"] = {}, 0
-                    sums = run["sums"]
-                    total = len(loader) if hasattr(loader, "__len__") else None
-                    bar = _Progress(progress and main, total, f"fit {epoch + 1}/{epochs}")
-                    skip = start_step if epoch == start_epoch else 0
-                    step_in_epoch = skip
-                    try:
-                        for index, batch in enumerate(loader):
-                            if index < skip:  # resuming mid-epoch: same order, batches already done
-                                bar.update({})
-                                continue
-                            images, labels = _split_batch(batch, index)
-                            images = images.to(device, non_blocking=True)
-                            labels = labels.to(device, non_blocking=True)
-                            generator.manual_seed(seed * 1_000_003 + global_step)
-                            terms = fcam_losses(upscaler, model_for_step, taps, images, labels, t, generator, amp)
-                            loss = terms["total"]
-                            opt.zero_grad(set_to_none=True)
-                            finite = bool(torch.isfinite(loss))
-                            if not finite:
-                                bad_streak += 1
-                                warnings.warn(
-                                    f"non-finite F-CAM loss at step {global_step} ({ {k: float(v.detach()) for k, v in terms.items()} }); "
-                                    "step skipped", RuntimeWarning, stacklevel=2,
-                                )
-                                if bad_streak >= max_bad_steps:
-                                    raise FloatingPointError(
-                                        f"F-CAM training stopped: {bad_streak} consecutive non-finite losses. "
-                                        "Check the images for NaN/Inf, lower the learning rate or the loss weights."
-                                    )
-                            else:
-                                bad_streak = 0
-                                scaler.scale(loss).backward()
-                                values = {k: float(v.detach()) for k, v in terms.items()}
-                            with _deferred_interrupt():  # the step and its bookkeeping happen together or not at all
-                                if finite:
-                                    scaler.step(opt)
-                                    scaler.update()
-                                    for k, v in values.items():
-                                        sums[k] = sums.get(k, 0.0) + v
-                                    run["seen"] += 1
-                                global_step += 1
-                                step_in_epoch += 1
-                                position = (epoch, step_in_epoch)
-                            bar.update(values if finite else {})
-                            if checkpoint_every and global_step % checkpoint_every == 0:
-                                save_state(epoch, step_in_epoch)
-                            if max_steps is not None and global_step >= max_steps:
-                                break
-                    finally:
-                        bar.close()
-                    if step_in_epoch == 0:
-                        raise ValueError(f"`loader` yielded no batches (epoch {epoch + 1}); it must yield (images, labels).")
-                    mean = {k: v / run["seen"] for k, v in sums.items()} | {"epoch": epoch + 1} if run["seen"] else None
-                    if max_steps is not None and global_step >= max_steps and step_in_epoch < (total or math.inf):
-                        # Stopped mid-epoch: the checkpoint's history excludes this partial epoch (a
-                        # resumed run completes it); the returned history shows its mean so far.
-                        save_state(*position)
-                        partial = [mean] if mean else []
-                        break
-                    with _deferred_interrupt():
-                        if mean:
-                            history.append(mean)
-                        position = (epoch + 1, 0)
-                    save_state(*position)
-            except KeyboardInterrupt:
-                save_state(*position)
-                if checkpoint is not None and main:
-                    logger.warning("interrupted: resumable checkpoint written to %s", os.fspath(checkpoint))
-                raise
-            except Exception:
-                if global_step > first_global_step:  # keep the progress made before the error
-                    save_state(*position)
-                    if checkpoint is not None and main:
-                        logger.warning("training failed: resumable checkpoint written to %s", os.fspath(checkpoint))
-                raise
             finally:
-                decoder.eval()
-                upscaler.source.after_fit()
-    upscaler.history = history + partial
-    return upscaler.history
+                run.decoder.eval()
+                objective.source.after_fit()
+    return TrainResult(run.decoder, run.state.history + run.partial)

@@ -2,46 +2,42 @@
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
-import tempfile
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from ._checks import CheckpointError, NotFittedError, check_images, check_path, describe
+from ._checks import check_images, check_path, describe
 from ._state import frozen_eval
-from .adapters import CAMSource, build_source
+from ._version import __version__
+from .adapters import CAMSource, build_source, upsample_cams
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    SCHEMA_VERSION,
+    atomic_save,
+    check_classifier,
+    classifier_fingerprint,
+    clean_state_dict,
+    read_checkpoint,
+)
 from .config import FCAMConfig
 from .decoder import UNetDecoder
-from .encoder import FeatureTaps, Tap, find_taps, taps_from_layers
+from .errors import CheckpointError, NotFittedError
+from .objective import Objective
+from .taps import FeatureTaps, Tap, find_taps, taps_from_layers
+from .training import FitOptions, train
 
-__all__ = ["FCAMUpscaler"]
-
-logger = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "fcam-plugin-checkpoint"
-SCHEMA_VERSION = 1
+__all__ = ["FCAMUpscaler", "model_device"]
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
     param = next(model.parameters(), None)
     if param is None:
         buffer = next(model.buffers(), None)
         return buffer.device if buffer is not None else torch.device("cpu")
     return param.device
-
-
-def classifier_fingerprint(model: nn.Module) -> dict[str, str]:
-    """Hashes of the classifier's architecture (names, shapes, dtypes) and of its weights."""
-    arch, weights = hashlib.sha256(), hashlib.sha256()
-    for name, tensor in [*model.state_dict().items()]:
-        arch.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        if tensor.is_floating_point():
-            weights.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return {"architecture": arch.hexdigest()[:16], "weights": weights.hexdigest()[:16]}
 
 
 class FCAMUpscaler:
@@ -87,7 +83,7 @@ class FCAMUpscaler:
             raise TypeError(f"`config` must be an FCAMConfig, got {describe(config)}.")
         self.model = model
         self.config = config or FCAMConfig()
-        self.device = _model_device(model)
+        self.device = model_device(model)
         self.taps: list[Tap] = taps_from_layers(model, skip_layers) if skip_layers else find_taps(model)
         if target_layers is None:
             modules = dict(model.named_modules())
@@ -106,24 +102,75 @@ class FCAMUpscaler:
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ training
-    def fit(self, loader: Any, epochs: int = 10, **kwargs: Any) -> "FCAMUpscaler":
+    def fit(
+        self,
+        loader: Any,
+        epochs: int = 10,
+        *,
+        optimizer: Any = None,
+        amp: bool = False,
+        seed: int = 0,
+        progress: bool = True,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        resume: str | os.PathLike | None = None,
+        max_steps: int | None = None,
+        max_bad_steps: int = 20,
+    ) -> "FCAMUpscaler":
         """Train the decoder; the classifier stays frozen and comes back unchanged.
 
         Args:
             loader: iterable of batches ``(images, labels)`` or ``(images, labels, *extra)``, images
                 ``(B, 3, H, W)`` normalised like the classifier's inputs, labels ``(B,)`` class indices.
-            epochs: passes over ``loader``.
-            **kwargs: see :func:`fcam_plugin.training.train` (``optimizer``, ``amp``, ``seed``,
-                ``progress``, ``checkpoint``, ``checkpoint_every``, ``resume``, ``max_steps``).
+            epochs: passes over ``loader`` (>= 1).
+            optimizer: None (SGD with the config's reference defaults), a factory
+                ``params -> Optimizer``, or an optimizer already built on the decoder's parameters.
+            amp: float16 autocast for the decoder (CUDA only).
+            seed: makes the run reproducible (decoder init, seed sampling, loader shuffling); the
+                caller's global RNG state is left untouched.
+            progress: show a progress bar with the loss terms.
+            checkpoint: path of a resumable checkpoint, written atomically at each epoch end, every
+                ``checkpoint_every`` steps, on Ctrl-C, and when an error stops a run that made progress.
+            checkpoint_every: steps between checkpoints (default: epoch ends only).
+            resume: checkpoint to continue from; the result equals an uninterrupted run with the same
+                seed and loader.
+            max_steps: stop after this many optimisation steps in total (for quick runs).
+            max_bad_steps: consecutive non-finite losses tolerated (each skipped with a warning).
 
         Returns:
-            ``self``, to chain ``FCAMUpscaler(model, method).fit(loader)``.
-        """
-        from .training import train
+            ``self``, to chain ``FCAMUpscaler(model, method).fit(loader)``; per-epoch mean loss terms
+            are in :attr:`history`.
 
-        train(self, loader, epochs=epochs, **kwargs)
-        self.fitted = True
+        Raises:
+            CheckpointError: ``resume`` is unreadable or belongs to another classifier or decoder.
+            FloatingPointError: ``max_bad_steps`` non-finite losses in a row.
+        """
+        options = FitOptions(
+            epochs=epochs, optimizer=optimizer, amp=amp, seed=seed, progress=progress, checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every, max_steps=max_steps, max_bad_steps=max_bad_steps,
+        )
+        options.validate(loader, self.device)
+        resume_state = self._read_resume(resume) if resume is not None else None
+        fingerprint = classifier_fingerprint(self.model)
+
+        def snapshot(decoder: nn.Module, training: dict[str, Any] | None, fitted: bool) -> dict[str, Any]:
+            return self._checkpoint(decoder, training, fitted, fingerprint)
+
+        result = train(
+            self.decoder, self.model, self.taps, Objective(self.config, self.source), loader, options, snapshot,
+            device=self.device, resume=resume_state,
+        )
+        self.decoder, self.history, self.fitted = result.decoder, result.history, True
         return self
+
+    def _read_resume(self, path: str | os.PathLike) -> dict[str, Any]:
+        state = read_checkpoint(path)
+        if not state.get("training"):
+            raise CheckpointError(
+                f"`resume` checkpoint {os.fspath(path)!r} holds no training state (saved by save(), not by fit)."
+            )
+        self.load_state(state, path)
+        return state
 
     # ----------------------------------------------------------------- inference
     def maps(self, images: torch.Tensor) -> torch.Tensor:
@@ -154,8 +201,6 @@ class FCAMUpscaler:
 
     def cams(self, images: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> torch.Tensor:
         """The wrapped method's CAMs of ``labels``, bilinearly upsampled: ``(B, H, W)`` in [0, 1]."""
-        from .adapters import upsample_cams
-
         check_images("images", images, min_size=self.min_size)
         images = images.to(self.device)
         try:
@@ -211,12 +256,9 @@ class FCAMUpscaler:
         return [names.get(m, type(m).__name__) for m in self.source.target_layers]
 
     # ---------------------------------------------------------------- persistence
-    def state(
-        self, training: dict[str, Any] | None = None, fingerprint: dict[str, str] | None = None
+    def _checkpoint(
+        self, decoder: nn.Module, training: dict[str, Any] | None, fitted: bool, fingerprint: dict[str, str]
     ) -> dict[str, Any]:
-        """The checkpoint dict (builtins and tensors only); ``training`` holds resumable fit state."""
-        from . import __version__
-
         return {
             "format": CHECKPOINT_FORMAT,
             "schema_version": SCHEMA_VERSION,
@@ -224,11 +266,15 @@ class FCAMUpscaler:
             "method": {"library": self.source.library, "name": self.source.method_name},
             "config": self.config.to_dict(),
             "taps": [[t.name, t.stride, t.channels] for t in self.taps],
-            "classifier": fingerprint or classifier_fingerprint(self.model),
-            "decoder": {k: v.detach().cpu() for k, v in self.decoder.state_dict().items()},
-            "fitted": self.fitted,
+            "classifier": fingerprint,
+            "decoder": {k: v.detach().cpu() for k, v in decoder.state_dict().items()},
+            "fitted": fitted,
             "training": training,
         }
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint dict of this upscaler (builtins and tensors only), as :meth:`save` writes it."""
+        return self._checkpoint(self.decoder, None, self.fitted, classifier_fingerprint(self.model))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write decoder weights, config and classifier fingerprint to ``path`` (atomically)."""
@@ -258,7 +304,7 @@ class FCAMUpscaler:
         state = read_checkpoint(path)
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {describe(model)}.")
-        _check_classifier(state, model, path, check_weights)  # before probing layers it may not have
+        check_classifier(state, model, path, check_weights)  # before probing layers it may not have
         try:
             config = FCAMConfig.from_dict(state["config"])
         except (TypeError, ValueError) as error:
@@ -275,7 +321,7 @@ class FCAMUpscaler:
 
     def load_state(self, state: dict[str, Any], path: object = "<state>", *, check_weights: bool = True) -> None:
         """Load a checkpoint dict into this upscaler after checking it fits the classifier."""
-        _check_classifier(state, self.model, path, check_weights)
+        check_classifier(state, self.model, path, check_weights)
         saved_channels = list(state["config"].get("decoder_channels", [])) if isinstance(state["config"], dict) else None
         if saved_channels != list(self.config.decoder_channels):
             raise CheckpointError(
@@ -286,84 +332,8 @@ class FCAMUpscaler:
         if [list(t) for t in state["taps"]] != taps:
             raise CheckpointError(f"checkpoint {str(path)!r} skip layers {state['taps']} differ from this model's {taps}.")
         try:
-            self.decoder.load_state_dict(_clean_state_dict(state["decoder"]), strict=True)
+            self.decoder.load_state_dict(clean_state_dict(state["decoder"]), strict=True)
         except RuntimeError as error:
             raise CheckpointError(f"checkpoint {str(path)!r} decoder does not match its config: {error}") from None
         self.fitted = bool(state.get("fitted", True))
 
-
-def _check_classifier(state: dict[str, Any], model: nn.Module, path: object, check_weights: bool) -> None:
-    """Raise ``CheckpointError`` unless the checkpoint's classifier fingerprint matches ``model``."""
-    saved = state["classifier"] if isinstance(state["classifier"], dict) else {}
-    current = classifier_fingerprint(model)
-    if saved.get("architecture") != current["architecture"]:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} was made for a different classifier architecture "
-            f"(fingerprint {saved.get('architecture')}, this model has {current['architecture']})."
-        )
-    if check_weights and saved.get("weights") != current["weights"]:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} was made for the same architecture with different weights "
-            f"(fingerprint {saved.get('weights')}, this model has {current['weights']}); pass "
-            "check_weights=False to load it anyway."
-        )
-
-
-def _clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes."""
-    out = {}
-    for key, value in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        out[key] = value
-    return out
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".fcam-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-_REQUIRED_KEYS = ("format", "schema_version", "config", "taps", "classifier", "decoder")
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a checkpoint with ``weights_only=True``; clear errors for bad files."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"checkpoint `path` must be a file path (str or os.PathLike), got {describe(path)}.")
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint `path` {path!r} does not exist or is not a file.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, foreign pickle with code, random bytes...
-        raise CheckpointError(
-            f"checkpoint {path!r} could not be read safely (weights_only=True): {type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path!r} is not an fcam-plugin checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r}, "
-            f"got {describe(state)})."
-        )
-    missing = [k for k in _REQUIRED_KEYS if k not in state]
-    if missing:
-        raise CheckpointError(f"checkpoint {path!r} is missing keys {missing}.")
-    if not isinstance(state["schema_version"], int) or state["schema_version"] > SCHEMA_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path!r} has schema version {state['schema_version']}, newer than this "
-            f"fcam-plugin supports ({SCHEMA_VERSION}); upgrade fcam-plugin."
-        )
-    return state

@@ -8,6 +8,12 @@ import pytest
 import torch
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # One thread from the start, so that module- and session-scoped fixtures (computed before the
+    # per-test fixture below) run like the tests that compare with them, bit for bit.
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run_slow = os.environ.get("FCAM_RUN_SLOW") == "1"
     skip_slow = pytest.mark.skip(reason="slow: set FCAM_RUN_SLOW=1 to run")

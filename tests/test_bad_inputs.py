@@ -25,7 +25,7 @@ from torch import nn
 from _helpers import tiny_cnn
 
 from fcam_plugin import CheckpointError, FCAMConfig, FCAMUpscaler, NotFittedError
-from fcam_plugin.encoder import NoSpatialFeaturesError
+from fcam_plugin import NoSpatialFeaturesError
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 NUM_CLASSES = 3
@@ -279,7 +279,7 @@ def _optional_cases() -> list[Case]:
     """Cases for parts written concurrently by others: the torchcam adapter and the ``fcam`` CLI."""
     cases = []
     try:
-        from fcam_plugin.adapters.torchcam import NoCapturedInputError
+        from fcam_plugin import NoCapturedInputError
     except ImportError:
         pass
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from torch import nn
 from _helpers import tiny_cnn
 
 from fcam_plugin import CheckpointError, FCAMConfig, FCAMUpscaler
-from fcam_plugin.upscaler import CHECKPOINT_FORMAT, SCHEMA_VERSION, atomic_save, read_checkpoint
+from fcam_plugin.checkpoint import CHECKPOINT_FORMAT, SCHEMA_VERSION, atomic_save, read_checkpoint
 
 CONFIG = dict(decoder_channels=(8, 8, 8, 8, 8))
 
@@ -52,6 +53,19 @@ def test_save_load_round_trip_gives_identical_maps(saved, model, images) -> None
     assert state["format"] == CHECKPOINT_FORMAT and state["schema_version"] == SCHEMA_VERSION
     assert state["method"] == {"library": "pytorch-grad-cam", "name": "GradCAMPlusPlus"}
     assert isinstance(state["versions"]["torch"], str) and type(state["versions"]["torch"]) is str
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_files_honour_the_umask_like_torch_save(saved, tmp_path, umask) -> None:
+    _, up = saved
+    previous = os.umask(umask)
+    try:
+        up.save(tmp_path / "ours.pt")
+        torch.save({}, tmp_path / "torch.pt")
+    finally:
+        os.umask(previous)
+    mode = (tmp_path / "ours.pt").stat().st_mode & 0o777
+    assert mode == (tmp_path / "torch.pt").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_ddp_and_compile_prefixes_are_stripped(saved, model, images, tmp_path) -> None:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from fcam_plugin.cli import main
-from fcam_plugin.data.synthetic import SyntheticWSOL, save_wsol_folder
+from fcam_plugin.data import SyntheticWSOL, save_wsol_folder
 
 SIZE = 64
 MODEL = ["--arch", "resnet18", "--num-classes", "2", "--image-size", str(SIZE), "--workers", "0"]
@@ -57,7 +57,7 @@ def test_command_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_fit_writes_loadable_checkpoint(work: dict[str, Path]) -> None:
-    from fcam_plugin.upscaler import read_checkpoint
+    from fcam_plugin.checkpoint import read_checkpoint
 
     state = read_checkpoint(work["ckpt"])
     assert state["fitted"] is True
@@ -66,7 +66,7 @@ def test_fit_writes_loadable_checkpoint(work: dict[str, Path]) -> None:
 
 
 def test_fit_resume(work: dict[str, Path], tmp_path: Path) -> None:
-    from fcam_plugin.upscaler import read_checkpoint
+    from fcam_plugin.checkpoint import read_checkpoint
 
     out = tmp_path / "resumable.pt"
     args = ["fit", *MODEL, "--data", str(work["folder"]), "--batch-size", "3", "--epochs", "1",

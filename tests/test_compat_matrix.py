@@ -120,7 +120,7 @@ _TAPS_CACHE: dict[str, list[Any]] = {}
 
 
 def model_taps(model_name: str) -> list[Any]:
-    from fcam_plugin.encoder import find_taps
+    from fcam_plugin.taps import find_taps
 
     if model_name not in _TAPS_CACHE:
         _TAPS_CACHE[model_name] = find_taps(build_model(model_name))

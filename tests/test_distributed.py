@@ -87,11 +87,11 @@ def test_two_process_fit_matches_single_process(tmp_path) -> None:
     for key in single:
         assert torch.allclose(distributed[key].float(), single[key].float(), atol=1e-4, rtol=1e-3), key
     # the runs did train: weights moved away from their (seeded) initialisation
-    from fcam_plugin.training import _reset_parameters
+    from fcam_plugin.training import reset_parameters
 
     untrained = FCAMUpscaler(_model(), "GradCAM", config=FCAMConfig(decoder_channels=(16, 16, 8, 8, 8))).decoder
     with torch.random.fork_rng():
         torch.manual_seed(3)
-        _reset_parameters(untrained)
+        reset_parameters(untrained)
     moved = [k for k, v in untrained.state_dict().items() if v.is_floating_point() and not torch.allclose(v, single[k])]
     assert moved

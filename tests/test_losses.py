@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fcam_plugin.losses.cross_entropy import PartialCrossEntropy, partial_cross_entropy
-from fcam_plugin.losses.seeds import IGNORE_INDEX, otsu_threshold, sample_seeds
+from fcam_plugin.seeds import IGNORE_INDEX, otsu_threshold, sample_seeds
 from fcam_plugin.losses.size import BarrierSchedule, LogBarrierSize, log_barrier, log_barrier_size
 
 

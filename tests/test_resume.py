@@ -16,12 +16,12 @@ import pytest
 import torch
 from torch import nn
 
-import fcam_plugin.training as training
+import fcam_plugin.objective as objective
 from _helpers import tiny_cnn
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin.losses.size import log_barrier, log_barrier_size
-from fcam_plugin.upscaler import read_checkpoint
+from fcam_plugin.checkpoint import read_checkpoint
 
 EPOCHS, BATCHES, SEED = 2, 4, 3
 CONFIG = dict(decoder_channels=(8, 8, 8, 8, 8))
@@ -193,7 +193,7 @@ def test_bad_checkpoint_path_fails_before_training(model, tmp_path) -> None:
 # ---------------------------------------------------------------------- numerical faults
 def _nan_size_term(steps: set[int]) -> Any:
     """A size term that is NaN at the given (0-based) calls, normal otherwise."""
-    real, calls = training.log_barrier_size, [0]
+    real, calls = objective.log_barrier_size, [0]
 
     def term(probs: torch.Tensor, t: float) -> torch.Tensor:
         value = real(probs, t)
@@ -204,7 +204,7 @@ def _nan_size_term(steps: set[int]) -> Any:
 
 
 def test_nan_loss_steps_are_skipped_with_a_warning(model, monkeypatch) -> None:
-    monkeypatch.setattr(training, "log_barrier_size", _nan_size_term({1, 2}))
+    monkeypatch.setattr(objective, "log_barrier_size", _nan_size_term({1, 2}))
     up = FCAMUpscaler(model, "GradCAM", config=FCAMConfig(**CONFIG))
     with pytest.warns(RuntimeWarning) as record:
         up.fit(Loader(), epochs=1, seed=SEED, progress=False, max_bad_steps=3)
@@ -216,7 +216,7 @@ def test_nan_loss_steps_are_skipped_with_a_warning(model, monkeypatch) -> None:
 
 
 def test_persistent_nan_loss_stops_with_a_clear_error(model, monkeypatch) -> None:
-    monkeypatch.setattr(training, "log_barrier_size", _nan_size_term(set(range(100))))
+    monkeypatch.setattr(objective, "log_barrier_size", _nan_size_term(set(range(100))))
     up = FCAMUpscaler(model, "GradCAM", config=FCAMConfig(**CONFIG))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -8,7 +8,8 @@ import torchvision
 from torch import nn
 
 from fcam_plugin.decoder import UNetDecoder
-from fcam_plugin.encoder import FeatureTaps, NoSpatialFeaturesError, find_taps
+from fcam_plugin import NoSpatialFeaturesError
+from fcam_plugin.taps import FeatureTaps, find_taps
 
 FAMILIES = {
     "resnet18": ["relu", "layer1", "layer2", "layer3", "layer4"],

@@ -9,7 +9,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fcam_plugin import FCAMUpscaler
-from fcam_plugin.adapters.torchcam import NoCapturedInputError, TorchCAMSource
+from fcam_plugin import NoCapturedInputError
+from fcam_plugin.adapters.torchcam import TorchCAMSource
 from fcam_plugin.config import FCAMConfig
 
 CONFIG = FCAMConfig(decoder_channels=(16, 16, 8, 8, 8))

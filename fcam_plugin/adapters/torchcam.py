@@ -22,15 +22,12 @@ from torch.utils.hooks import RemovableHandle
 
 from .._checks import describe
 from .._state import preserved
+from ..errors import NoCapturedInputError
 from .base import CAMSource, MapsFn, normalize_per_image
 
-__all__ = ["NoCapturedInputError", "TorchCAMSource", "is_torchcam_method"]
+__all__ = ["TorchCAMSource", "is_torchcam_method"]
 
 _NORMALIZE_EPS = 1e-8  # torchcam's _CAM._normalize
-
-
-class NoCapturedInputError(ValueError, RuntimeError):
-    """Raised when the upscaler is called like a torchcam extractor before any forward pass."""
 
 
 def _torchcam_bases() -> tuple[type, ...]:

@@ -43,6 +43,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .._checks import check_choice, describe
+from ..errors import MetadataError
 from .synthetic import MEAN, STD
 
 __all__ = [
@@ -54,10 +55,6 @@ __all__ = [
     "read_localization",
     "wsol_collate",
 ]
-
-
-class MetadataError(ValueError):
-    """Malformed or inconsistent wsolevaluation metadata (the message names file and line)."""
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:

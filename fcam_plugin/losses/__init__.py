@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from .crf import DenseCRFLoss, dense_crf_loss, resolve_crf_method
 from .cross_entropy import PartialCrossEntropy, partial_cross_entropy
-from .seeds import IGNORE_INDEX, otsu_threshold, sample_seeds
 from .size import BarrierSchedule, LogBarrierSize, log_barrier, log_barrier_size
 
 __all__ = [
-    "IGNORE_INDEX",
     "BarrierSchedule",
     "DenseCRFLoss",
     "LogBarrierSize",
@@ -16,8 +14,6 @@ __all__ = [
     "dense_crf_loss",
     "log_barrier",
     "log_barrier_size",
-    "otsu_threshold",
     "partial_cross_entropy",
     "resolve_crf_method",
-    "sample_seeds",
 ]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import describe
-from .seeds import IGNORE_INDEX
+from ..seeds import IGNORE_INDEX
 
 __all__ = ["PartialCrossEntropy", "partial_cross_entropy"]
 

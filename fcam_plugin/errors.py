@@ -1,0 +1,37 @@
+"""Every exception the library raises on purpose, in one place (all are ``ValueError`` subclasses).
+
+Each is re-exported at the top level (``from fcam_plugin import CheckpointError``). Bad arguments
+raise plain ``TypeError`` / ``ValueError`` whose message names the argument, echoes the value
+received and says what is accepted.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "MetadataError",
+    "NoCapturedInputError",
+    "NoSpatialFeaturesError",
+    "NotFittedError",
+]
+
+
+class NotFittedError(ValueError, RuntimeError):
+    """Raised when an upscaler is used before ``fit`` or ``load`` (a ``ValueError``, and a
+    ``RuntimeError`` for code written against earlier versions)."""
+
+
+class CheckpointError(ValueError):
+    """Raised for a truncated, corrupt, foreign or mismatched checkpoint."""
+
+
+class NoSpatialFeaturesError(ValueError):
+    """Raised when a model exposes no spatial (B, C, h, w) feature map that can feed the decoder."""
+
+
+class NoCapturedInputError(ValueError, RuntimeError):
+    """Raised when the upscaler is called like a torchcam extractor before any forward pass."""
+
+
+class MetadataError(ValueError):
+    """Raised for malformed wsolevaluation metadata files (with the file and line)."""

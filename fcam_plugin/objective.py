@@ -1,0 +1,96 @@
+"""F-CAM's training objective for one batch: seeds from the CAM, then partial CE + dense CRF + size.
+
+Knows the decoder, the feature taps, the seed source and the config; nothing of the loop around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from .adapters.base import CAMSource, upsample_cams
+from .config import FCAMConfig
+from .distributed import all_reduce_sum, global_batch_slice, rank_and_world
+from .losses.crf import dense_crf_loss
+from .losses.cross_entropy import partial_cross_entropy
+from .losses.size import log_barrier_size
+from .seeds import IGNORE_INDEX, sample_seeds
+from .taps import FeatureTaps
+
+__all__ = ["Objective", "unnormalize"]
+
+
+def unnormalize(images: torch.Tensor, config: FCAMConfig) -> torch.Tensor:
+    """RGB in 0..255 ``(B, 3, H, W)`` from images normalised with the config's mean and std."""
+    mean = torch.tensor(config.mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(config.std, device=images.device).view(1, 3, 1, 1)
+    return ((images.float() * std + mean) * 255).clamp(0, 255)
+
+
+class Objective:
+    """The loss terms of one training step.
+
+    Args:
+        config: the loss weights and seed parameters.
+        source: the wrapped CAM method, giving the CAMs the seeds are drawn from.
+    """
+
+    def __init__(self, config: FCAMConfig, source: CAMSource) -> None:
+        self.config = config
+        self.source = source
+
+    def seeds(
+        self, taps: FeatureTaps, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Seeds ``(B, H, W)`` from the CAMs of ``labels``, and the skip features of the same forward."""
+        cfg = self.config
+        taps.arm()
+        low = self.source.cams(images, labels)
+        features = taps.collect()
+        # NaN CAMs (a model producing NaN) would crash seed sampling: treat them as flat, the loss flags it.
+        cams = torch.nan_to_num(upsample_cams(low.float(), images.shape[-2:]), nan=0.0).clamp(0, 1)
+        offset, total = global_batch_slice(images.shape[0])  # (0, B) outside torch.distributed
+        seeds = sample_seeds(
+            cams, cfg.n_fg, cfg.n_bg, cfg.seed_patch, cfg.fg_erosion, cfg.bg_percentile,
+            generator=generator, batch_offset=offset, batch_total=total,
+        )
+        return seeds, features
+
+    def terms(
+        self, logits: torch.Tensor, seeds: torch.Tensor, images: torch.Tensor, t: float
+    ) -> dict[str, torch.Tensor]:
+        """The weighted loss terms and their sum (``total``) for the decoder's ``logits``."""
+        cfg = self.config
+        probs = logits.float().softmax(1)
+        # Normalise by the global seed count so that DDP's gradient average equals one big batch.
+        _, world = rank_and_world()
+        seed_count = all_reduce_sum((seeds != IGNORE_INDEX).sum()).float() / world
+        terms = {"pce": partial_cross_entropy(logits, seeds, count=seed_count)}
+        if cfg.crf_weight > 0:
+            terms["crf"] = dense_crf_loss(
+                probs, unnormalize(images, cfg), sigma_xy=cfg.sigma_xy, sigma_rgb=cfg.sigma_rgb,
+                weight=cfg.crf_weight, method=cfg.crf_method,
+            )
+        if cfg.size_weight > 0:
+            terms["size"] = cfg.size_weight * log_barrier_size(probs, t)
+        terms["total"] = sum(terms.values())  # type: ignore[assignment]
+        return terms
+
+    def __call__(
+        self,
+        decoder: nn.Module,
+        taps: FeatureTaps,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        t: float,
+        generator: torch.Generator | None,
+        amp: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms of one step (``total`` included) for a batch already on the model's device."""
+        seeds, features = self.seeds(taps, images, labels, generator)
+        autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+        with autocast:
+            logits = decoder(features, tuple(images.shape[-2:]))
+        return self.terms(logits, seeds, images, t)

@@ -1,13 +1,19 @@
-"""Tests of fcam_plugin.metrics against brute-force reference implementations."""
+"""Tests of fcam_plugin.metrics against brute-force implementations of the definitions.
+
+The ``"components"`` convention is checked here against a flood-fill brute force; the default
+``"wsolevaluation"`` convention in ``test_metrics_conformance.py``.
+"""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
 from fcam_plugin.metrics import (
+    CONVENTIONS,
     LocalizationEvaluator,
     MaxBoxAcc,
     MaxBoxAccV2,
@@ -15,7 +21,10 @@ from fcam_plugin.metrics import (
     box_iou,
     boxes_from_mask,
     cam_thresholds,
+    normalize_scoremap,
+    resize_like_wsolevaluation,
 )
+from fcam_plugin.metrics import _contours
 
 
 # ------------------------------------------------------------------------------------------
@@ -166,11 +175,12 @@ def test_pxap_matches_brute_force_and_ignores():
 # ------------------------------------------------------------------------------------------
 # box accuracies
 # ------------------------------------------------------------------------------------------
-def test_box_metrics_match_brute_force():
+def test_components_convention_matches_brute_force():
     maps = _smooth_maps(5, 12, seed=2)
     maps[4] *= 0.5  # not normalised: thresholds are relative to the 8-bit max, as wsolevaluation
     boxes = _random_boxes(5, 12, seed=3)
-    v1, v2 = MaxBoxAcc(num_thresholds=40), MaxBoxAccV2(num_thresholds=40)
+    v1 = MaxBoxAcc(num_thresholds=40, convention="components")
+    v2 = MaxBoxAccV2(num_thresholds=40, convention="components")
     v1.update(maps, boxes)
     v2.update(maps, boxes)
     np.testing.assert_allclose(v1.accuracies(), _brute_box_acc(maps, boxes, 40, [0.5], False))
@@ -179,13 +189,14 @@ def test_box_metrics_match_brute_force():
     )
 
 
-def test_perfect_map_gives_maxboxacc_one():
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_perfect_map_gives_maxboxacc_one(convention):
     masks = np.zeros((3, 20, 20), np.float32)
     masks[0, 2:9, 3:15] = 1
     masks[1, 10:19, 0:6] = 1
     masks[2, 5:15, 5:15] = 1
     boxes = [boxes_from_mask(m) for m in masks]
-    v1, v2 = MaxBoxAcc(), MaxBoxAccV2()
+    v1, v2 = MaxBoxAcc(convention=convention), MaxBoxAccV2(convention=convention)
     v1.update(masks, boxes)
     v2.update(masks, boxes)
     assert v1.summary()["maxboxacc"] == 1.0
@@ -205,12 +216,13 @@ def test_known_box_case():
     assert s["maxboxaccv2"] == pytest.approx(2 / 3)
 
 
-def test_v1_uses_largest_component_v2_all_components():
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_v1_uses_largest_component_v2_all_components(convention):
     cam = np.zeros((32, 32), np.float32)
     cam[0:20, 0:20] = 1.0  # largest component, far from the GT
     cam[25:30, 25:30] = 1.0  # small component that matches a GT box
     gt = [np.array([[25, 25, 30, 30]])]
-    v1, v2 = MaxBoxAcc(), MaxBoxAccV2()
+    v1, v2 = MaxBoxAcc(convention=convention), MaxBoxAccV2(convention=convention)
     v1.update(cam[None], gt)
     v2.update(cam[None], gt)
     assert v1.summary()["maxboxacc"] == 0.0
@@ -234,13 +246,14 @@ def test_empty_map_and_best_threshold():
 # ------------------------------------------------------------------------------------------
 # streaming, torch inputs, evaluator
 # ------------------------------------------------------------------------------------------
-def test_streaming_equals_one_shot_and_torch_equals_numpy():
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_streaming_equals_one_shot_and_torch_equals_numpy(convention):
     maps = _smooth_maps(7, 24, seed=4)
     masks = (maps > 0.6).astype(np.float32)
     boxes = _random_boxes(7, 24, seed=5)
-    one = LocalizationEvaluator(num_thresholds=100)
+    one = LocalizationEvaluator(num_thresholds=100, convention=convention)
     one.update(maps, masks, boxes)
-    chunked = LocalizationEvaluator(num_thresholds=100)
+    chunked = LocalizationEvaluator(num_thresholds=100, convention=convention)
     for s in range(0, 7, 3):
         chunked.update(torch.from_numpy(maps[s : s + 3]), torch.from_numpy(masks[s : s + 3]),
                        [torch.from_numpy(b) for b in boxes[s : s + 3]])
@@ -300,8 +313,67 @@ _OK_BOXES = [np.array([[0, 0, 3, 3]])] * 2
         (lambda: MaxBoxAcc().summary(), RuntimeError, "update"),
         (lambda: PxAP().summary(), RuntimeError, "foreground"),
         (lambda: boxes_from_mask(np.zeros((1, 4, 4))), ValueError, "`mask`"),
+        (lambda: MaxBoxAcc(convention="opencv"), ValueError, r"`convention`.*'wsolevaluation'.*'opencv'"),
+        (lambda: LocalizationEvaluator(convention=None), ValueError, "`convention`"),
+        (lambda: normalize_scoremap(np.array([[0.0, np.inf]])), ValueError, "`maps`.*Inf"),
+        (lambda: normalize_scoremap(np.zeros((1, 1, 2, 2))), ValueError, r"`maps`.*\(B, H, W\)"),
+        (lambda: normalize_scoremap("map"), TypeError, "`maps`"),
+        (lambda: resize_like_wsolevaluation(np.zeros((2, 3, 4, 4)), 8), ValueError,
+         r"`cams`.*\(B, 1, H, W\).*\[2, 3, 4, 4\]"),
+        (lambda: resize_like_wsolevaluation(np.zeros((4, 4)), (8, 0)), ValueError, "`size`.*0"),
+        (lambda: resize_like_wsolevaluation(np.zeros((4, 4)), 2.5), ValueError, "`size`"),
     ],
 )  # fmt: skip
 def test_invalid_inputs(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+# ------------------------------------------------------------------------------------------
+# conventions, OpenCV-free path, score-map helpers
+# ------------------------------------------------------------------------------------------
+def test_components_convention_works_without_opencv(monkeypatch):
+    monkeypatch.setattr(_contours, "cv2", None)
+    with pytest.raises(ImportError, match="convention='components'"):
+        MaxBoxAccV2()
+    with pytest.raises(ImportError, match="opencv"):
+        LocalizationEvaluator()
+    ev = LocalizationEvaluator(num_thresholds=20, convention="components")
+    cam = np.zeros((16, 16))
+    cam[2:6, 3:9] = 1.0
+    ev.update(cam[None], masks=cam[None])
+    assert ev.summary()["maxboxacc"] == 1.0 and ev.summary()["pxap"] == pytest.approx(1.0)
+
+
+def test_normalize_scoremap_like_the_reference():
+    cam = np.array([[[1.0, 3.0], [2.0, 5.0]], [[2.0, 2.0], [2.0, 2.0]], [[0.0, np.nan], [1.0, 2.0]]])
+    original = cam.copy()
+    out = normalize_scoremap(cam)
+    np.testing.assert_array_equal(out[0], [[0.0, 0.5], [0.25, 1.0]])
+    np.testing.assert_array_equal(out[1:], 0.0)  # constant map, and a map with a NaN -> zeros
+    np.testing.assert_array_equal(np.isnan(cam), np.isnan(original))  # input untouched
+    assert out.dtype == np.float64
+    single = normalize_scoremap(torch.tensor([[1.0, 2.0], [3.0, 9.0]]))
+    assert single.shape == (2, 2) and single.max() == 1.0 and single.min() == 0.0
+
+
+def _square_reference(cam: np.ndarray) -> np.ndarray:
+    resized = cv2.resize(cam.astype(np.float64), (24, 24), interpolation=cv2.INTER_CUBIC)
+    return normalize_scoremap(resized)
+
+
+def test_resize_like_wsolevaluation_is_opencv_bicubic_then_min_max():
+    rng = np.random.default_rng(0)
+    cams = rng.random((3, 1, 7, 5)).astype(np.float32)
+    out = resize_like_wsolevaluation(cams, (24, 16))
+    assert out.shape == (3, 24, 16) and out.dtype == np.float64
+    for cam, got in zip(cams[:, 0].astype(np.float64), out):
+        expected = cv2.resize(cam, (16, 24), interpolation=cv2.INTER_CUBIC)
+        expected -= expected.min()
+        expected /= expected.max()
+        np.testing.assert_array_equal(got, expected)
+    square = resize_like_wsolevaluation(torch.from_numpy(cams[0, 0]), 24)
+    np.testing.assert_array_equal(square, _square_reference(cams[0, 0]))
+    ev = LocalizationEvaluator(num_thresholds=50)
+    ev.update(out, masks=(out > 0.5).astype(np.uint8))  # what the evaluators accept as is
+    assert ev.summary()["pxap"] == pytest.approx(1.0)

@@ -73,11 +73,19 @@ def check_images(
     name: str,
     images: object,
     *,
-    channels: int | None = 3,
+    channels: int | None = None,
     min_size: int = 1,
     allow_nonfinite: bool = False,
 ) -> torch.Tensor:
     """Validate a batch of images ``(B, C, H, W)`` of floating dtype and return it.
+
+    Args:
+        name: the caller's argument name, used in the messages.
+        images: the value to check.
+        channels: required channel count ``C``; ``None`` accepts any (e.g. when the model's input
+            channels are unknown).
+        min_size: smallest accepted ``H`` and ``W``.
+        allow_nonfinite: accept NaN / Inf values.
 
     Raises:
         TypeError: not a tensor, or not a floating dtype.
@@ -92,9 +100,9 @@ def check_images(
         raise ValueError(
             f"`{name}` must have shape (B, C, H, W), got shape {list(images.shape)}{hint}."
         )
-    if not images.is_floating_point() or images.dtype == torch.float64:
+    if not images.is_floating_point():
         raise TypeError(
-            f"`{name}` must be a float32/float16/bfloat16 tensor (normalised like the classifier's "
+            f"`{name}` must be a floating tensor (normalised like the classifier's "
             f"training data), got dtype {images.dtype}; convert with x.float()"
             + (" / 255 and normalise" if images.dtype == torch.uint8 else "")
             + "."

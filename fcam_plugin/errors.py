@@ -29,8 +29,12 @@ class NoSpatialFeaturesError(ValueError):
     """Raised when a model exposes no spatial (B, C, h, w) feature map that can feed the decoder."""
 
 
-class NoCapturedInputError(ValueError, RuntimeError):
-    """Raised when the upscaler is called like a torchcam extractor before any forward pass."""
+class NoCapturedInputError(ValueError, RuntimeError, AssertionError):
+    """Raised when the upscaler is called like a torchcam extractor before any forward pass.
+
+    Also an ``AssertionError``, which is what torchcam's extractors raise in that case, so code
+    written against torchcam (``pytest.raises(AssertionError)``) keeps working.
+    """
 
 
 class MetadataError(ValueError):

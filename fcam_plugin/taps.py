@@ -14,7 +14,9 @@ from torch.utils.hooks import RemovableHandle
 from ._state import frozen_eval
 from .errors import NoSpatialFeaturesError
 
-__all__ = ["FeatureTaps", "NoSpatialFeaturesError", "Tap", "find_taps", "taps_from_layers", "to_nchw"]
+__all__ = [
+    "FeatureTaps", "NoSpatialFeaturesError", "Tap", "find_taps", "infer_in_channels", "taps_from_layers", "to_nchw",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +94,28 @@ def _probe(model: nn.Module, size: int, in_channels: int) -> dict[str, tuple[int
         for handle in handles:
             handle.remove()
     return records
+
+
+def infer_in_channels(model: nn.Module) -> int | None:
+    """Input channels of ``model``, read from its first ``Conv2d`` or ``Linear`` layer, when that tells.
+
+    Returns:
+        The first ``nn.Conv2d``'s ``in_channels`` (modules in registration order); ``None`` when the
+        first such layer is an ``nn.Linear`` (its input size mixes channels and pixels) or a lazy
+        layer, or when the model has neither.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            channels = module.in_channels
+            return channels if isinstance(channels, int) and channels > 0 else None
+        if isinstance(module, nn.Linear):
+            return None
+    return None
+
+
+def _probe_channels(model: nn.Module, in_channels: int | None) -> int:
+    """Channels of the probe's dummy input: as given, else inferred, else 3 (RGB)."""
+    return in_channels if in_channels is not None else (infer_in_channels(model) or 3)
 
 
 def _stride_of(size: int, side: int) -> int | None:
@@ -175,12 +199,13 @@ def _read(shape: tuple[int, ...], size: int, layout: str) -> tuple[int, int, str
 def find_taps(
     model: nn.Module,
     strides: Sequence[int] = DEFAULT_STRIDES,
-    in_channels: int = 3,
+    in_channels: int | None = None,
     probe_sizes: Sequence[int] = PROBE_SIZES,
 ) -> list[Tap]:
     """Find, for each stride, the last layer whose output is a feature map at that stride.
 
-    The model is probed with dummy inputs (one per size in ``probe_sizes``) in eval mode without
+    The model is probed with dummy inputs (one per size in ``probe_sizes``, with ``in_channels``
+    channels: by default those of the model's first ``Conv2d``, else 3) in eval mode without
     gradients; its state is restored afterwards. A layer counts only if its stride is the same at
     every probe size, so size-fixing layers (adaptive pooling) are skipped.
 
@@ -190,7 +215,7 @@ def find_taps(
     Raises:
         NoSpatialFeaturesError: no layer outputs a (B, C, h, w) map at any of the strides.
     """
-    runs = _probe_runs(model, in_channels, probe_sizes)
+    runs = _probe_runs(model, _probe_channels(model, in_channels), probe_sizes)
     first_size, first = runs[0]
     candidates = {name: _interpret(name, runs) for name in first}
     strides_of = {name: (c[0] if c else None) for name, c in candidates.items()}
@@ -226,8 +251,13 @@ def find_taps(
     return taps
 
 
-def taps_from_layers(model: nn.Module, layers: Sequence[nn.Module | str], in_channels: int = 3) -> list[Tap]:
-    """Build taps for user-chosen layers (modules or qualified names) by probing their strides."""
+def taps_from_layers(
+    model: nn.Module, layers: Sequence[nn.Module | str], in_channels: int | None = None
+) -> list[Tap]:
+    """Build taps for user-chosen layers (modules or qualified names) by probing their strides.
+
+    The probe's input has ``in_channels`` channels (default: inferred as in :func:`find_taps`).
+    """
     names = dict((m, n) for n, m in model.named_modules())
     modules = dict(model.named_modules())
     wanted = []
@@ -242,7 +272,7 @@ def taps_from_layers(model: nn.Module, layers: Sequence[nn.Module | str], in_cha
             raise ValueError(
                 f"`skip_layers` must hold submodules of `model` or their qualified names, got {layer!r}."
             )
-    runs = _probe_runs(model, in_channels, PROBE_SIZES[:1])
+    runs = _probe_runs(model, _probe_channels(model, in_channels), PROBE_SIZES[:1])
     size, records = runs[0]
     taps = []
     for name in wanted:

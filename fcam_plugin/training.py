@@ -326,6 +326,7 @@ class _Run:
         """One optimisation step; returns the loss values, or None for a skipped non-finite step."""
         opts = self.options
         images, labels = split_batch(batch, index)
+        self.objective.source.check_input(f"loader batch {index} images", images)
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         self.generator.manual_seed(opts.seed * 1_000_003 + self.state.global_step)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from ._checks import check_images, check_path, describe
+from ._checks import check_path, describe
 from ._state import frozen_eval
 from ._version import __version__
 from .adapters import CAMSource, build_source, upsample_cams
+from .adapters.base import FuseCamsAttribute
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     SCHEMA_VERSION,
@@ -25,7 +27,7 @@ from .config import FCAMConfig
 from .decoder import UNetDecoder
 from .errors import CheckpointError, NotFittedError
 from .objective import Objective
-from .taps import FeatureTaps, Tap, find_taps, taps_from_layers
+from .taps import FeatureTaps, Tap, find_taps, infer_in_channels, taps_from_layers
 from .training import FitOptions, train
 
 __all__ = ["FCAMUpscaler", "model_device"]
@@ -54,27 +56,46 @@ class FCAMUpscaler:
         method: a CAM class or ready instance of pytorch-grad-cam (``GradCAMPlusPlus``) or
             torchcam (``torchcam.methods.LayerCAM``), or its name (``"GradCAMPlusPlus"``,
             ``"torchcam:LayerCAM"``).
-        target_layers: layers of the CAM; default: the model's last spatial stage.
-        reshape_transform: pytorch-grad-cam reshape transform (transformers).
+        target_layers: layers of the CAM: a module, a qualified name (``"layer4"``) or a list of
+            either; default: the model's last spatial stage. torchcam's spelling
+            ``target_layer=`` is accepted for torchcam methods.
+        reshape_transform: pytorch-grad-cam reshape transform (transformers); positional as in
+            grad-cam's ``Method(model, target_layers, reshape_transform)``.
         skip_layers: layers read as the decoder's skip features; default: found by probing.
         config: training and decoder hyper-parameters.
-        **method_kwargs: extra constructor arguments for ``method`` given as a class.
+        normalize: value convention of grad-cam style calls: ``"minmax"`` (default, drop-in:
+            each map stretched to span [0, 1] per image, as pytorch-grad-cam's ``scale_cam_image``)
+            or ``"probability"`` (the decoder's foreground probability, comparable across images).
+            torchcam style calls follow their own ``normalized=`` flag (True: min-max, as torchcam;
+            False: the probability).
+        **method_kwargs: constructor arguments for ``method`` given as a class; names the class
+            does not take raise ``TypeError``, as the class itself would.
+
+    torchcam methods: the upscaler records the model's inputs with a forward hook from
+    construction until :meth:`remove_hooks` / :meth:`close` (or the end of a ``with`` block), as a
+    torchcam extractor does. pytorch-grad-cam methods hold no hooks between calls. Unlike
+    pytorch-grad-cam's constructor, the upscaler never calls ``model.eval()`` on your model.
 
     Example:
         >>> from pytorch_grad_cam import GradCAMPlusPlus
-        >>> up = FCAMUpscaler(model, GradCAMPlusPlus).fit(loader, epochs=1)
+        >>> up = FCAMUpscaler(model, GradCAMPlusPlus, [model.layer4]).fit(loader, epochs=1)
         >>> maps = up(input_tensor=x, targets=None)   # np.ndarray (B, H, W) float32 in [0, 1]
     """
+
+    #: torchcam's ``fuse_cams``: ``FCAMUpscaler.fuse_cams(cams)`` (max fusion) or
+    #: ``up.fuse_cams(cams)`` (the wrapped method's own fusion).
+    fuse_cams = FuseCamsAttribute()
 
     def __init__(
         self,
         model: nn.Module,
         method: Any,
-        target_layers: Sequence[nn.Module] | None = None,
-        *,
+        target_layers: Any = None,
         reshape_transform: Callable | None = None,
+        *,
         skip_layers: Sequence[nn.Module | str] | None = None,
         config: FCAMConfig | None = None,
+        normalize: str = "minmax",
         **method_kwargs: Any,
     ) -> None:
         if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
@@ -84,22 +105,23 @@ class FCAMUpscaler:
         self.model = model
         self.config = config or FCAMConfig()
         self.device = model_device(model)
+        self.in_channels = infer_in_channels(model)
         self.taps: list[Tap] = taps_from_layers(model, skip_layers) if skip_layers else find_taps(model)
-        if target_layers is None:
-            modules = dict(model.named_modules())
-            target_layers = [modules[self.taps[-1].name]]
-        elif isinstance(target_layers, nn.Module) or not all(isinstance(m, nn.Module) for m in target_layers):
-            raise TypeError(
-                f"`target_layers` must be a list of submodules of `model`, got {describe(target_layers)}."
-            )
-        self.source: CAMSource = build_source(model, method, list(target_layers), reshape_transform, **method_kwargs)
+        self.min_size = self.taps[-1].stride
+        modules = dict(model.named_modules())
+        self.source: CAMSource = build_source(
+            model, method, target_layers, reshape_transform, default_layers=[modules[self.taps[-1].name]],
+            min_size=self.min_size, in_channels=self.in_channels, normalize=normalize, **method_kwargs,
+        )
         self.decoder = UNetDecoder(
             [t.channels for t in self.taps], [t.stride for t in self.taps], self.config.decoder_channels
-        ).to(self.device)
-        self.min_size = self.taps[-1].stride
-        self.source.min_size = self.min_size  # lets the adapter name the caller's argument in size errors
+        ).to(self.device, torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32)
         self.fitted = False
         self.history: list[dict[str, float]] = []
+        #: Model output of the last call's forward pass (pytorch-grad-cam's ``cam.outputs``).
+        self.outputs: Any = None
+        self._warned: set[str] = set()
+        self.source.attach()  # last: nothing can fail after the hooks are on
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -180,7 +202,7 @@ class FCAMUpscaler:
             images: ``(B, 3, H, W)`` normalised like the classifier's inputs.
         """
         self._check_fitted()
-        check_images("images", images, min_size=self.min_size)
+        self.source.check_input("images", images)
         images = images.to(self.device)
         with torch.no_grad(), frozen_eval(self.model), FeatureTaps(self.model, self.taps) as taps:
             _, features = taps.forward(images)
@@ -193,15 +215,116 @@ class FCAMUpscaler:
         return logits.float().softmax(1)[:, 1]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Call like the wrapped method; e.g. for pytorch-grad-cam
-        ``up(input_tensor, targets=None, aug_smooth=False, eigen_smooth=False)`` returns an
-        ``np.ndarray`` float32 ``(B, H, W)`` in [0, 1]."""
+        """Call like the wrapped method, with its arguments and its return type.
+
+        pytorch-grad-cam: ``up(input_tensor, targets=None, aug_smooth=False, eigen_smooth=False)``
+        returns an ``np.ndarray`` float32 ``(B, H, W)`` in [0, 1]. torchcam:
+        ``up(class_idx, scores, normalized=True, *, targets=None)`` returns ``[Tensor (B, H, W)]``
+        for the input whose output ``scores`` are.
+
+        Raises:
+            NotFittedError: before ``fit`` or ``load``.
+            TypeError / ValueError: arguments the wrapped method would reject; classes outside
+                the model's scores.
+        """
         self._check_fitted()
-        return self.source.explain(self.maps, *args, **kwargs)
+        return self.source.explain(self._inference_maps, *args, **kwargs)
+
+    def _inference_maps(
+        self, images: torch.Tensor, classes: torch.Tensor | None, *, eigen_smooth: bool = False
+    ) -> torch.Tensor:
+        """The maps function handed to the adapters: F-CAM maps ``(B, H, W)`` for ``classes`` ``(B,)`` or None.
+
+        The decoder is class-agnostic: ``classes`` are validated against the model's scores but do
+        not change the map, and ``eigen_smooth`` has no CAM to act on (warned once).
+        """
+        if eigen_smooth:
+            self._warn_once(
+                "eigen_smooth",
+                "`eigen_smooth=True` has nothing to act on here: the F-CAM map comes from the decoder, not from "
+                "the low-resolution CAM it would smooth; the flag is ignored.",
+            )
+        outputs: list[Any] = []
+        handle = self.model.register_forward_hook(lambda module, args, output: outputs.append(output))
+        try:
+            maps = self.maps(images)
+        finally:
+            handle.remove()
+        self.outputs = outputs[0] if outputs else None
+        if classes is not None and isinstance(self.outputs, torch.Tensor) and self.outputs.ndim == 2:
+            self.source.check_classes(classes, self.outputs.shape[1], self.source.class_argument)
+        return maps
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=5)
+
+    # --------------------------------------------- attributes of the wrapped libraries
+    @property
+    def target_layers(self) -> list[nn.Module]:
+        """The CAM's target layers (pytorch-grad-cam's attribute)."""
+        return self.source.target_layers
+
+    @property
+    def reshape_transform(self) -> Callable | None:
+        """pytorch-grad-cam's reshape transform (None for CNNs)."""
+        return self.source.reshape_transform
+
+    @property
+    def batch_size(self) -> int | None:
+        """pytorch-grad-cam's ``batch_size``: masked forwards per batch of ScoreCAM / AblationCAM seeds (None: theirs)."""
+        return self.source.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"`batch_size` must be None or an int >= 1, got {value!r}.")
+        self.source.batch_size = value
+
+    @property
+    def tta_transforms(self) -> Any:
+        """pytorch-grad-cam's ``tta_transforms`` used by ``aug_smooth=True`` (None: hflip x multiply 0.9/1/1.1)."""
+        return self.source.tta_transforms
+
+    @tta_transforms.setter
+    def tta_transforms(self, value: Any) -> None:
+        if value is not None and not hasattr(value, "__iter__"):
+            raise TypeError(
+                f"`tta_transforms` must be None or an iterable of ttach transforms (e.g. ttach.Compose([...])), "
+                f"got {describe(value)}."
+            )
+        self.source.tta_transforms = value
+
+    @property
+    def target_names(self) -> list[str]:
+        """Qualified names of the target layers (torchcam's attribute)."""
+        return self.source.target_names
+
+    @property
+    def hook_handles(self) -> list[Any]:
+        """Handles of the hooks the upscaler holds on the model (torchcam's attribute; empty for grad-cam)."""
+        return self.source.hook_handles
+
+    def enable_hooks(self) -> None:
+        """Record the inputs of the model's forward passes again (torchcam's method)."""
+        self.source.enable_hooks()
+
+    def disable_hooks(self) -> None:
+        """Stop recording the model's forward passes (torchcam's method)."""
+        self.source.disable_hooks()
+
+    def reset_hooks(self) -> None:
+        """Forget the recorded forward passes (torchcam's method)."""
+        self.source.reset_hooks()
+
+    def _hooks_off(self) -> Any:
+        """Context manager with the upscaler's hooks off (used by ``torchcam.metrics`` around extra forwards)."""
+        return self.source._hooks_off()
 
     def cams(self, images: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> torch.Tensor:
         """The wrapped method's CAMs of ``labels``, bilinearly upsampled: ``(B, H, W)`` in [0, 1]."""
-        check_images("images", images, min_size=self.min_size)
+        self.source.check_input("images", images)
         images = images.to(self.device)
         try:
             labels = torch.as_tensor(labels)
@@ -228,7 +351,11 @@ class FCAMUpscaler:
 
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Release hooks and library objects held for the wrapped method; idempotent."""
+        """Remove every hook and library object the upscaler holds on the model; idempotent.
+
+        Afterwards the model has no hook of the upscaler left. Entering a ``with`` block again
+        re-attaches the torchcam input hook.
+        """
         self.source.close()
 
     def remove_hooks(self) -> None:
@@ -247,13 +374,10 @@ class FCAMUpscaler:
         n_params = sum(p.numel() for p in self.decoder.parameters())
         return (
             f"{type(self).__name__}(model={type(self.model).__name__}, method={self.source.library}:"
-            f"{self.source.method_name}, target_layers=[{', '.join(self._layer_names())}], "
-            f"skips=[{taps}], decoder_params={n_params / 1e6:.2f}M, fitted={self.fitted})"
+            f"{self.source.method_name}, target_layers=[{', '.join(self.source.target_names)}], "
+            f"skips=[{taps}], normalize={self.source.normalize!r}, decoder_params={n_params / 1e6:.2f}M, "
+            f"fitted={self.fitted})"
         )
-
-    def _layer_names(self) -> list[str]:
-        names = {m: n for n, m in self.model.named_modules()}
-        return [names.get(m, type(m).__name__) for m in self.source.target_layers]
 
     # ---------------------------------------------------------------- persistence
     def _checkpoint(

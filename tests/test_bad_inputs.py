@@ -140,9 +140,20 @@ CASES: list[Case] = [
     Case("method-instance-kwargs", "construct", "constructor arguments given with a ready CAM instance",
          "FCAMUpscaler(model, GradCAM(model, [model[0]]), compute_input_gradient=True)",
          _own_cam_with_kwargs, ValueError, ("compute_input_gradient", "instance", "pass the class")),
-    Case("target-layers-module", "construct", "target_layers given as one module, not a list",
-         "FCAMUpscaler(model, 'GradCAM', target_layers=model[0])",
-         lambda e: FCAMUpscaler(e.model, "GradCAM", target_layers=e.model[0]), TypeError, ("`target_layers`", "list")),
+    Case("target-layers-foreign", "construct", "target layer that is not part of the model",
+         "FCAMUpscaler(model, 'GradCAM', target_layers=nn.Conv2d(3, 8, 3))",
+         lambda e: FCAMUpscaler(e.model, "GradCAM", target_layers=nn.Conv2d(3, 8, 3)), ValueError,
+         ("`target_layers`", "Conv2d", "not a submodule")),
+    Case("target-layers-int", "construct", "target layer given as an index", "FCAMUpscaler(model, 'GradCAM', target_layers=3)",
+         lambda e: FCAMUpscaler(e.model, "GradCAM", target_layers=3), TypeError, ("`target_layers`", "3", "qualified name")),
+    Case("method-unknown-keyword", "construct", "constructor keyword the CAM class does not take",
+         "FCAMUpscaler(model, 'GradCAM', foo=1)",
+         lambda e: FCAMUpscaler(e.model, "GradCAM", foo=1), TypeError, ("GradCAM.__init__()", "['foo']")),
+    Case("method-torchcam-spelling", "construct", "torchcam's `target_layer` with a pytorch-grad-cam class",
+         "FCAMUpscaler(model, 'GradCAM', target_layer='0')",
+         lambda e: FCAMUpscaler(e.model, "GradCAM", target_layer="0"), TypeError, ("GradCAM.__init__()", "['target_layer']")),
+    Case("normalize-unknown", "construct", "unknown value convention", "FCAMUpscaler(model, 'GradCAM', normalize='sigmoid')",
+         lambda e: FCAMUpscaler(e.model, "GradCAM", normalize="sigmoid"), ValueError, ("`normalize`", "'sigmoid'", "'minmax'")),
     Case("skip-layers-unknown", "construct", "skip layer that is not in the model",
          "FCAMUpscaler(model, 'GradCAM', skip_layers=['layer9'])",
          lambda e: FCAMUpscaler(e.model, "GradCAM", skip_layers=["layer9"]), ValueError,
@@ -225,8 +236,8 @@ CASES: list[Case] = [
     Case("call-uint8", "inference", "uint8 images", "up(input_tensor=x_uint8)",
          lambda e: e.up(input_tensor=torch.zeros(4, 3, SIZE, SIZE, dtype=torch.uint8)), TypeError,
          ("`input_tensor`", "torch.uint8", "/ 255")),
-    Case("call-float64", "inference", "float64 images", "up(input_tensor=x.double())",
-         lambda e: e.up(input_tensor=e.x.double()), TypeError, ("`input_tensor`", "torch.float64", "x.float()")),
+    Case("call-float64", "inference", "float64 images for a float32 model", "up(input_tensor=x.double())",
+         lambda e: e.up(input_tensor=e.x.double()), TypeError, ("`input_tensor`", "torch.float64", "torch.float32", "x.float()")),
     Case("call-1-channel", "inference", "grayscale images (1 channel)", "up(input_tensor=x[:, :1])",
          lambda e: e.up(input_tensor=e.x[:, :1]), ValueError, ("`input_tensor`", "3 channels", "got 1")),
     Case("call-4-channels", "inference", "RGBA images (4 channels)", "up(input_tensor=torch.cat([x, x[:, :1]], 1))",
@@ -245,8 +256,19 @@ CASES: list[Case] = [
          lambda e: e.up(input_tensor=e.x, targets=3), TypeError, ("`targets`", "3", "ClassifierOutputTarget")),
     Case("call-targets-ints", "inference", "targets as class indices instead of callables", "up(input_tensor=x, targets=[0, 1, 2, 0])",
          lambda e: e.up(input_tensor=e.x, targets=[0, 1, 2, 0]), TypeError, ("`targets`", "callables", "got 0")),
-    Case("call-eigen-smooth", "inference", "eigen_smooth, which cannot apply to F-CAM maps", "up(input_tensor=x, eigen_smooth=True)",
-         lambda e: e.up(input_tensor=e.x, eigen_smooth=True), ValueError, ("`eigen_smooth=True`", "eigen_smooth=False")),
+    Case("call-targets-lambda", "inference", "a target that names no class", "up(input_tensor=x, targets=[lambda o: o.sum()] * 4)",
+         lambda e: e.up(input_tensor=e.x, targets=[lambda o: o.sum()] * 4), TypeError,
+         ("`targets[0]`", "<lambda>", "does not name a class", "ClassifierOutputTarget(c)")),
+    Case("call-targets-segmentation", "inference", "a segmentation target on a classifier",
+         "up(input_tensor=x, targets=[SemanticSegmentationTarget(1, mask)] * 4)",
+         lambda e: e.up(input_tensor=e.x, targets=[_segmentation_target()] * 4), TypeError,
+         ("`targets[0]`", "SemanticSegmentationTarget", "does not name a class")),
+    Case("call-targets-range", "inference", "a target class the model does not have",
+         "up(input_tensor=x, targets=[ClassifierOutputTarget(7)] * 4)",
+         lambda e: e.up(input_tensor=e.x, targets=[ClassifierOutputTarget(7)] * 4), ValueError,
+         ("`targets`", "[7]", "[0, 3)", "3 scores")),
+    Case("call-aug-smooth-not-bool", "inference", "aug_smooth given as a string", "up(input_tensor=x, aug_smooth='yes')",
+         lambda e: e.up(input_tensor=e.x, aug_smooth="yes"), TypeError, ("`aug_smooth`", "'yes'", "bool")),
     Case("call-unknown-keyword", "inference", "keyword the wrapped method does not take", "up(input_tensor=x, target=T)",
          lambda e: e.up(input_tensor=e.x, target=T), TypeError, ("GradCAM(...)", "['target']", "targets=None")),
     Case("call-no-input", "inference", "call without input_tensor", "up(targets=T)",
@@ -288,6 +310,11 @@ def _optional_cases() -> list[Case]:
             "with FCAMUpscaler(model, 'torchcam:LayerCAM') as up: up(0, scores)",
             _torchcam_before_forward, NoCapturedInputError, ("no input", "model(x)", "up(class_idx, scores)"),
         ))
+        cases.append(Case(
+            "torchcam-foreign-scores", "inference", "torchcam call with scores of no recorded forward pass",
+            "model(x); up(0, torch.zeros(2, 3))", _torchcam_other_scores, ValueError,
+            ("`scores`", "not the output of a forward pass", "batch of 4"),
+        ))
     try:
         import fcam_plugin.cli  # noqa: F401
     except ImportError:
@@ -307,6 +334,21 @@ def _optional_cases() -> list[Case]:
                  SystemExit, ("exit status 2", "fcam: error", "missing.pt")),
         ]
     return cases
+
+
+def _segmentation_target() -> Any:
+    import numpy as np
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    return SemanticSegmentationTarget(1, np.ones((SIZE, SIZE), dtype=np.float32))
+
+
+def _torchcam_other_scores(env: Env) -> Any:
+    up = FCAMUpscaler(env.model, "torchcam:LayerCAM", config=FCAMConfig(**SMALL))
+    up.load_state(env.up.state())
+    with up, torch.no_grad():
+        env.model(env.x)
+        return up(0, torch.zeros(2, NUM_CLASSES))
 
 
 def _torchcam_before_forward(env: Env) -> Any:

@@ -143,11 +143,52 @@ def test_ready_instance_on_another_model_is_rejected(model) -> None:
 def test_ready_instance_uses_its_layers(model) -> None:
     cam = pytorch_grad_cam.LayerCAM(model=model, target_layers=[model.layer3])
     try:
-        source = GradCAMSource(model, cam, [model.layer4])
-        assert source.target_layers == [model.layer3]
+        source = GradCAMSource(model, cam)
+        assert source.target_layers == [model.layer3] and source.target_names == ["layer3"]
         assert source.cams(torch.randn(1, 3, 64, 64), torch.tensor([2])).shape == (1, 1, 4, 4)
+        assert GradCAMSource(model, cam, "layer3").target_layers == [model.layer3]  # the same layers: fine
+        with pytest.raises(ValueError, match="cannot apply to a ready LayerCAM instance"):
+            GradCAMSource(model, cam, [model.layer4])
     finally:
         cam.activations_and_grads.release()
+
+
+@pytest.mark.parametrize("name", ["GradCAM", "LayerCAM", "GradCAMPlusPlus"])
+def test_layer_cams_match_the_library_per_layer(model, name: str) -> None:
+    """layer_cams: the method at each layer separately (one forward/backward), like one-layer library CAMs."""
+    x = torch.randn(2, 3, 64, 64)
+    labels = torch.tensor([1, 4])
+    source = GradCAMSource(model, getattr(pytorch_grad_cam, name), [model.layer4])
+    first_inputs = []
+    handle = model.register_forward_pre_hook(lambda m, a: first_inputs.append(a[0]))
+    try:
+        maps = source.layer_cams(x, labels, [model.layer2, model.layer3, model.layer4])
+    finally:
+        handle.remove()
+    assert len(first_inputs) == 1 and torch.equal(first_inputs[0], x)  # one forward, on the images
+    assert [m.shape for m in maps] == [(2, 1, 8, 8), (2, 1, 4, 4), (2, 1, 2, 2)]
+    for layer, low in zip([model.layer2, model.layer3, model.layer4], maps):
+        flat = low.flatten(1)
+        assert torch.all(flat.min(1).values == 0) and torch.all(flat.max(1).values <= 1)
+        ours = normalize_per_image(upsample_cams(low, x.shape[-2:]))[:, 0].numpy()
+        np.testing.assert_allclose(ours, _library_maps(model, name, [layer], x, labels), atol=2e-3)
+
+
+def test_layer_cams_of_a_library_method_build_one_instance_per_layer(model) -> None:
+    x = torch.randn(2, 3, 64, 64)
+    labels = torch.tensor([0, 2])
+    source = GradCAMSource(model, pytorch_grad_cam.FEM, [model.layer4])
+    assert not source.native
+    maps = source.layer_cams(x, labels, [model.layer3, model.layer4])
+    assert [m.shape for m in maps] == [(2, 1, 64, 64)] * 2
+    assert len(source._per_layer) == 2  # built lazily, one per layer, kept for the next step
+    for layer, ours in zip([model.layer3, model.layer4], maps):
+        theirs = _library_maps(model, "FEM", [layer], x, labels)
+        np.testing.assert_allclose(normalize_per_image(ours)[:, 0].numpy(), theirs, atol=2e-3)
+    source.after_fit()
+    assert not source._per_layer and all(not m._forward_hooks for m in model.modules())
+    with pytest.raises(ValueError, match="not a submodule of `model`"):
+        source.layer_cams(x, labels, [torch.nn.Conv2d(3, 3, 1)])
 
 
 def test_label_out_of_range(model) -> None:

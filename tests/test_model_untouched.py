@@ -103,6 +103,8 @@ def test_construct_fit_call_maps_cams(model: nn.Module, data: Any) -> None:
     run_untouched(model, "call", lambda: up(input_tensor=x))
     run_untouched(model, "call with targets", lambda: up(input_tensor=x, targets=[ClassifierOutputTarget(1)] * 2))
     run_untouched(model, "call with aug_smooth", lambda: up(input_tensor=x, aug_smooth=True))
+    with pytest.warns(UserWarning, match="eigen_smooth"):
+        run_untouched(model, "call with eigen_smooth", lambda: up(input_tensor=x, eigen_smooth=True))
     run_untouched(model, "maps", lambda: up.maps(x))
     run_untouched(model, "cams", lambda: up.cams(x, [0, 1]))
     run_untouched(model, "close", up.close)
@@ -130,20 +132,43 @@ def test_library_computed_method(model: nn.Module, data: Any) -> None:
     run_untouched(model, "call RandomCAM", lambda: up(input_tensor=x))
 
 
+def _only_capture_hook_added(before: dict[str, Any], model: nn.Module, up: FCAMUpscaler) -> None:
+    """After constructing a torchcam upscaler, the one change is its input hook on the root module."""
+    after = fingerprint(model)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert changed == ["module "], changed
+    hooks = dict(after["module "][2])
+    assert [k for k, _ in hooks["_forward_hooks"]] == [h.id for h in up.hook_handles]
+    assert len(up.hook_handles) == 1
+
+
 def test_torchcam_flow(data: Any) -> None:
-    pytest.importorskip("fcam_plugin.adapters.torchcam")
+    """torchcam style: the input hook lives from construction to remove_hooks(), nothing else changes."""
     model = make_model().eval()  # the user's own forward below must not change BN statistics
     x = data[0][0]
-    up = run_untouched(model, "construct torchcam", lambda: FCAMUpscaler(model, "torchcam:LayerCAM", config=FCAMConfig(**CONFIG)))
+    before = fingerprint(model)
+    up = FCAMUpscaler(model, "torchcam:LayerCAM", config=FCAMConfig(**CONFIG))
+    _only_capture_hook_added(before, model, up)
+    with_hook = fingerprint(model)
     run_untouched(model, "fit torchcam", lambda: up.fit(data[:1], epochs=1, progress=False))
 
     def explain() -> None:
+        with torch.no_grad():
+            scores = model(x)
+        up(scores.argmax(1).tolist(), scores)
+
+    run_untouched(model, "torchcam call without with", explain)
+    assert fingerprint(model) == with_hook
+    up.remove_hooks()
+    assert_untouched(before, model, "torchcam remove_hooks")  # zero leftover hooks
+
+    def with_block() -> None:
         with up:
             with torch.no_grad():
                 scores = model(x)
             up(scores.argmax(1).tolist(), scores)
 
-    run_untouched(model, "torchcam with-block", explain)
+    run_untouched(model, "torchcam with-block", with_block)  # re-attached inside, removed on exit
 
 
 # ----------------------------------------------------------------- failing operations
@@ -185,12 +210,12 @@ def test_exception_inside_the_forward_pass(model: nn.Module, data: Any) -> None:
     "call",
     [
         lambda up, x: up(input_tensor=x[0]),
-        lambda up, x: up(input_tensor=x, eigen_smooth=True),
+        lambda up, x: up(input_tensor=x, targets=[lambda o: o[0]] * 2),
         lambda up, x: up.cams(x, [0, 9]),
         lambda up, x: up.fit([(x, torch.tensor([0, 9]))], epochs=1, progress=False),
         lambda up, x: up.fit([], epochs=1, progress=False),
     ],
-    ids=["bad-rank", "eigen-smooth", "cams-class-out-of-range", "fit-class-out-of-range", "fit-empty-loader"],
+    ids=["bad-rank", "targets-naming-no-class", "cams-class-out-of-range", "fit-class-out-of-range", "fit-empty-loader"],
 )
 def test_bad_calls(model: nn.Module, fitted: FCAMUpscaler, data: Any, call: Callable) -> None:
     with pytest.raises((TypeError, ValueError)):

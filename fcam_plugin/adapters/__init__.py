@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from torch import nn
 
-from .base import CAMSource, normalize_per_image, upsample_cams
+from .base import CAMSource, MapsFn, fuse_cams, normalize_per_image, quiet_extractors, upsample_cams
 from .gradcam import GradCAMSource, is_gradcam_method
 from .gradcam_wrappers import WrapperCAMSource, is_wrapper_method
 from .torchcam import TorchCAMSource, is_torchcam_method
@@ -15,13 +15,16 @@ from .torchcam import TorchCAMSource, is_torchcam_method
 __all__ = [
     "CAMSource",
     "GradCAMSource",
+    "MapsFn",
     "TorchCAMSource",
     "WrapperCAMSource",
     "build_source",
+    "fuse_cams",
     "is_gradcam_method",
     "is_torchcam_method",
     "is_wrapper_method",
     "normalize_per_image",
+    "quiet_extractors",
     "resolve_method",
     "upsample_cams",
 ]
@@ -67,19 +70,24 @@ def resolve_method(method: Any) -> Any:
 def build_source(
     model: nn.Module,
     method: Any,
-    target_layers: Sequence[nn.Module],
+    target_layers: Any = None,
     reshape_transform: Callable | None = None,
-    **method_kwargs: Any,
+    **kwargs: Any,
 ) -> CAMSource:
-    """Pick the adapter for ``method`` (class, instance or name) of either library."""
+    """Pick the adapter for ``method`` (class, instance or name) of either library and build it.
+
+    ``kwargs`` are :class:`CAMSource`'s options (``default_layers``, ``min_size``, ``in_channels``,
+    ``normalize``), the library's own spellings (torchcam's ``target_layer``, ``enable_hooks``)
+    and the method's constructor arguments.
+    """
     method = resolve_method(method)
-    if is_gradcam_method(method):
-        return GradCAMSource(model, method, target_layers, reshape_transform, **method_kwargs)
-    if is_wrapper_method(method):
-        return WrapperCAMSource(model, method, target_layers, reshape_transform, **method_kwargs)
-    if is_torchcam_method(method):
-        return TorchCAMSource(model, method, target_layers, reshape_transform, **method_kwargs)
+    for adapter in _ADAPTERS:
+        if adapter.accepts(method):
+            return adapter(model, method, target_layers, reshape_transform, **kwargs)
     raise TypeError(
         f"`method` must be a CAM class or instance of pytorch-grad-cam (e.g. GradCAMPlusPlus) or of "
         f"torchcam.methods (e.g. LayerCAM), or its name, got {method!r}."
     )
+
+
+_ADAPTERS: tuple[type[CAMSource], ...] = (GradCAMSource, WrapperCAMSource, TorchCAMSource)

@@ -9,19 +9,20 @@ run through the library itself, whose output is converted back to a tensor.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_images, describe
+from .._checks import describe
 from .._state import preserved
 from .base import CAMSource, MapsFn, normalize_per_image, upsample_cams
 
-__all__ = ["GradCAMSource", "is_gradcam_method"]
+__all__ = ["GradCAMSource", "is_gradcam_method", "targets_to_classes"]
 
 _TTA_FACTORS = (0.9, 1.0, 1.1)  # grad-cam's default test-time augmentation: hflip x multiply
+_GRADCAM_SIGNATURE = "input_tensor, targets=None, aug_smooth=False, eigen_smooth=False"
 
 
 def _base_cam() -> type:
@@ -39,6 +40,71 @@ def is_gradcam_method(method: object) -> bool:
     return (inspect.isclass(method) and issubclass(method, base)) or isinstance(method, base)
 
 
+# ----------------------------------------------------------------------- targets
+def _class_target_attributes() -> dict[type, str]:
+    """grad-cam target classes that name one class, and the attribute holding it."""
+    from pytorch_grad_cam.utils import model_targets as mt
+
+    table = {
+        mt.ClassifierOutputTarget: "category",
+        mt.ClassifierOutputSoftmaxTarget: "category",
+        getattr(mt, "ClassifierOutputReST", None): "category",
+        getattr(mt, "FinerWeightedTarget", None): "main_category",
+    }
+    return {cls: attr for cls, attr in table.items() if cls is not None}
+
+
+def _target_name(target: object) -> str:
+    name = getattr(target, "__name__", None) or type(target).__name__
+    return f"{name} ({target!r})" if name == "<lambda>" else name
+
+
+def _target_class(target: object, index: int) -> int:
+    """The class a grad-cam target names (``ClassifierOutputTarget(c).category``), with clear errors."""
+    for cls, attr in _class_target_attributes().items():
+        if isinstance(target, cls):
+            category = getattr(target, attr, None)
+            if isinstance(category, (int, np.integer)) and not isinstance(category, bool) and category >= 0:
+                return int(category)
+            raise ValueError(
+                f"`targets[{index}]` is a {type(target).__name__} whose class {category!r} is not a non-negative int."
+            )
+    raise TypeError(
+        f"`targets[{index}]` is {_target_name(target)}, which does not name a class: the F-CAM map is explained "
+        "per class, so targets must be ClassifierOutputTarget(c), ClassifierOutputSoftmaxTarget(c) or "
+        "ClassifierOutputReST(c) (or None for the predicted class)."
+    )
+
+
+def targets_to_classes(targets: object, batch: int, device: torch.device | None = None) -> torch.Tensor | None:
+    """grad-cam ``targets`` as the classes they name: ``LongTensor (B,)``, or None for the predicted class.
+
+    Raises:
+        TypeError: not a list, entries that are not callables, or callables that name no class
+            (``SemanticSegmentationTarget``, a lambda).
+        ValueError: not one target per image.
+    """
+    if targets is None:
+        return None
+    if not isinstance(targets, (list, tuple)):
+        raise TypeError(
+            f"`targets` must be None or a list of {batch} callables such as ClassifierOutputTarget(c), "
+            f"got {describe(targets)}."
+        )
+    if len(targets) != batch:
+        raise ValueError(f"`targets` must hold one target per image ({batch}), got {len(targets)}.")
+    if all(t is None for t in targets):
+        return None  # SESS accepts [None] * B: the predicted class of each image
+    bad = [t for t in targets if not callable(t)]
+    if bad:
+        raise TypeError(
+            f"`targets` entries must be callables such as ClassifierOutputTarget(c), got {bad[0]!r}."
+        )
+    classes = [_target_class(t, i) for i, t in enumerate(targets)]
+    return torch.tensor(classes, dtype=torch.long, device=device)
+
+
+# ---------------------------------------------------------------- native formulas
 def _projection(x: torch.Tensor) -> torch.Tensor:
     """First principal component projection per image, as grad-cam's ``get_2d_projection``."""
     b, c = x.shape[:2]
@@ -94,197 +160,6 @@ def _native_name(cls: type) -> str | None:
     return name if name in _WEIGHTED and getattr(pytorch_grad_cam, name, None) is cls else None
 
 
-class GradCAMSource(CAMSource):
-    """Seed source and call contract for a pytorch-grad-cam method.
-
-    Args:
-        model: the classifier.
-        method: a ``BaseCAM`` subclass (built lazily on ``target_layers``) or a ready instance
-            (which must wrap ``model``; its target layers and reshape transform are used).
-        target_layers: layers for a method given as a class.
-        reshape_transform: grad-cam's reshape transform for non-CNN models.
-        method_kwargs: extra constructor arguments for a method given as a class.
-    """
-
-    library = "pytorch-grad-cam"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        method: Any,
-        target_layers: Sequence[nn.Module],
-        reshape_transform: Callable | None = None,
-        **method_kwargs: Any,
-    ) -> None:
-        super().__init__(model)
-        base = _base_cam()
-        self._instance = None
-        self._owns_instance = False
-        if isinstance(method, base):
-            self._check_ready_instance(method, method.model, method_kwargs)
-            self._instance = method
-            self._cls = type(method)
-            self._layers = list(method.target_layers)
-            self._reshape = method.reshape_transform
-        elif inspect.isclass(method) and issubclass(method, base):
-            self._cls = method
-            self._layers = list(target_layers)
-            self._reshape = reshape_transform
-        else:
-            raise TypeError(f"`method` must be a pytorch-grad-cam BaseCAM class or instance, got {method!r}.")
-        self._kwargs = method_kwargs
-        self._native = _native_name(self._cls)
-        if self._cls.__name__ == "FullGrad" and self._reshape is not None:
-            raise ValueError(
-                "pytorch-grad-cam's FullGrad cannot explain a transformer (it aggregates the bias gradients "
-                "of every Conv2d/BatchNorm2d layer at image resolution and fails on token layouts); with a "
-                "`reshape_transform`, use e.g. GradCAM, LayerCAM or EigenCAM instead."
-            )
-        if self._native is None and not self._layers and self._cls.__name__ != "FullGrad":
-            raise ValueError(f"`target_layers` is empty for {self._cls.__name__}.")
-
-    @property
-    def method_name(self) -> str:
-        return self._cls.__name__
-
-    @property
-    def target_layers(self) -> list[nn.Module]:
-        return self._layers
-
-    @property
-    def native(self) -> bool:
-        """Whether CAMs are computed by the torch-native formula (else through the library)."""
-        return self._native is not None
-
-    # ------------------------------------------------------------------ seeds
-    def cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self._native is not None:
-            return self._native_cams(images, labels)
-        return self._library_cams(images, labels)
-
-    def _native_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        name = self._native
-        needs_grad = name not in _NO_GRADIENT
-        acts: list[torch.Tensor | None] = [None] * len(self._layers)
-        single = len(self._layers) == 1
-
-        def make_hook(i: int):
-            def hook(module: nn.Module, args: object, output: torch.Tensor):
-                if acts[i] is not None:
-                    return None
-                if single and needs_grad:
-                    # Start the graph here: nothing upstream is recorded (cheaper than input grads).
-                    output = output.detach().requires_grad_(True)
-                    acts[i] = output
-                    # A clone, not the leaf itself, goes on: in-place ops after the layer
-                    # (DenseNet's F.relu(features, inplace=True)) may not modify a grad leaf.
-                    return output.clone()
-                acts[i] = output
-                return None
-
-            return hook
-
-        handles = [layer.register_forward_hook(make_hook(i)) for i, layer in enumerate(self._layers)]
-        try:
-            with torch.enable_grad():
-                x = images.detach().requires_grad_(needs_grad and not single)
-                output = self.model(x)
-                scores = _class_scores(output, labels)
-                if any(a is None for a in acts):
-                    raise RuntimeError("a target layer of the CAM method did not run in the forward pass.")
-                if needs_grad:
-                    grads = torch.autograd.grad(scores.sum(), acts)  # type: ignore[arg-type]
-                else:
-                    grads = [torch.zeros(0)] * len(acts)
-        finally:
-            for handle in handles:
-                handle.remove()
-
-        per_layer = []
-        size = images.shape[-2:]
-        for act, grad in zip(acts, grads):
-            act = act.detach().float()  # type: ignore[union-attr]
-            grad = grad.float()
-            if self._reshape is not None:
-                act = self._reshape(act)
-                grad = self._reshape(grad) if needs_grad else grad
-            weighted = _WEIGHTED[name](act, grad)
-            cam = _projection(weighted) if name in _ALWAYS_PROJECT else weighted.sum(1)
-            cam = normalize_per_image(cam.clamp_min(0)).unsqueeze(1)
-            per_layer.append(cam if single else upsample_cams(cam, size))
-        if single:
-            return per_layer[0]
-        return normalize_per_image(torch.stack(per_layer).clamp_min(0).mean(0))
-
-    def _instance_or_build(self):
-        if self._instance is None:
-            with preserved(self.model):  # grad-cam's constructor calls model.eval()
-                self._instance = self._cls(self.model, self._layers, self._reshape, **self._kwargs)
-            self._owns_instance = True
-        return self._instance
-
-    def _library_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-        cam = self._instance_or_build()
-        targets = [ClassifierOutputTarget(int(c)) for c in labels.tolist()]
-        with preserved(self.model), torch.enable_grad():  # gradient methods fail under no_grad
-            if not getattr(cam, "detach", True):
-                # Second-order methods (ShapleyCAM's Hessian-vector product) differentiate through
-                # the weights: let them require grad here; `preserved` restores flags and .grad.
-                for param in self.model.parameters():
-                    param.requires_grad_(True)
-            x = images.detach().requires_grad_(getattr(cam, "uses_gradients", True))
-            result = cam(input_tensor=x, targets=targets)
-        return torch.from_numpy(np.ascontiguousarray(result)).to(images.device).unsqueeze(1)
-
-    def after_fit(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns_instance and self._instance is not None:
-            self._instance.activations_and_grads.release()
-            self._instance = None
-            self._owns_instance = False
-
-    # ---------------------------------------------------------- call contract
-    def explain(
-        self,
-        maps_fn: MapsFn,
-        input_tensor: torch.Tensor | None = None,
-        targets: Sequence[Callable] | None = None,
-        aug_smooth: bool = False,
-        eigen_smooth: bool = False,
-        **unknown: Any,
-    ) -> np.ndarray:
-        """grad-cam's ``cam(input_tensor, targets=None, aug_smooth=False, eigen_smooth=False)``.
-
-        Returns:
-            ``np.ndarray`` float32 ``(B, H, W)`` in [0, 1] at the input size.
-        """
-        if unknown or input_tensor is None:
-            problem = f"got unexpected keyword arguments {sorted(unknown)}" if unknown else "needs `input_tensor`"
-            raise TypeError(
-                f"{self.method_name}(...) call {problem}; accepted: input_tensor, targets=None, "
-                "aug_smooth=False, eigen_smooth=False."
-            )
-        # min_size: the model's total stride, set by the upscaler (named here after the caller's argument)
-        check_images("input_tensor", input_tensor, min_size=getattr(self, "min_size", 1))
-        _check_targets(targets, len(input_tensor))
-        if eigen_smooth:
-            raise ValueError(
-                "`eigen_smooth=True` cannot apply: it smooths the low-resolution CAM, which the "
-                "F-CAM decoder does not use at inference. Call with eigen_smooth=False."
-            )
-        if not isinstance(aug_smooth, bool):
-            raise TypeError(f"`aug_smooth` must be a bool, got {aug_smooth!r}.")
-        if aug_smooth:
-            maps = _augmentation_smoothed(maps_fn, input_tensor)
-        else:
-            maps = maps_fn(input_tensor)
-        return maps.float().cpu().numpy()
-
-
 def _class_scores(output: object, labels: torch.Tensor) -> torch.Tensor:
     """``output[i, labels[i]]`` with clear errors (ClassifierOutputTarget semantics)."""
     if not isinstance(output, torch.Tensor) or output.ndim != 2:
@@ -300,33 +175,209 @@ def _class_scores(output: object, labels: torch.Tensor) -> torch.Tensor:
     return output.gather(1, labels.view(-1, 1).to(output.device)).squeeze(1)
 
 
-def _check_targets(targets: object, batch: int) -> None:
-    if targets is None:
-        return
-    if not isinstance(targets, (list, tuple)):
-        raise TypeError(
-            f"`targets` must be None or a list of {batch} callables such as ClassifierOutputTarget(c), "
-            f"got {describe(targets)}."
-        )
-    if len(targets) != batch:
-        raise ValueError(
-            f"`targets` must hold one target per image ({batch}), got {len(targets)}."
-        )
-    bad = [t for t in targets if not callable(t)]
-    if bad:
-        raise TypeError(
-            f"`targets` entries must be callables such as ClassifierOutputTarget(c), got {bad[0]!r}."
-        )
+class _LayerRecorder:
+    """Forward hooks keeping the first output of each layer (a context manager).
+
+    With ``leaf=True`` (one layer, gradient methods) the recorded output is made a leaf that
+    requires grad, so the backward pass starts there and nothing upstream is recorded.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module], leaf: bool) -> None:
+        self.layers = list(layers)
+        self.leaf = leaf
+        self.outputs: list[torch.Tensor | None] = [None] * len(self.layers)
+        self._handles: list[Any] = []
+
+    def _hook(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: object, output: torch.Tensor) -> torch.Tensor | None:
+            if self.outputs[index] is not None:
+                return None
+            if self.leaf:
+                output = output.detach().requires_grad_(True)
+                self.outputs[index] = output
+                # A clone, not the leaf itself, goes on: in-place ops after the layer
+                # (DenseNet's F.relu(features, inplace=True)) may not modify a grad leaf.
+                return output.clone()
+            self.outputs[index] = output
+            return None
+
+        return hook
+
+    def __enter__(self) -> "_LayerRecorder":
+        self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
 
-def _augmentation_smoothed(maps_fn: MapsFn, images: torch.Tensor) -> torch.Tensor:
-    """Mean map over grad-cam's default augmentations (horizontal flip x multiply 0.9/1/1.1)."""
-    total = torch.zeros(images.shape[0], *images.shape[-2:], device=images.device)
-    count = 0
-    for flip in (False, True):
-        for factor in _TTA_FACTORS:
-            x = images.flip(-1) if flip else images
-            m = maps_fn(x * factor)
-            total += m.flip(-1) if flip else m
-            count += 1
-    return total / count
+class GradCAMSource(CAMSource):
+    """Seed source and call contract for a pytorch-grad-cam method.
+
+    Args:
+        model: the classifier.
+        method: a ``BaseCAM`` subclass (built lazily on ``target_layers``) or a ready instance
+            (which must wrap ``model``; its target layers and reshape transform are used).
+        target_layers: layers for a method given as a class (modules or names).
+        reshape_transform: grad-cam's reshape transform for non-CNN models.
+        **kwargs: :class:`~fcam_plugin.adapters.base.CAMSource`'s options and the method's
+            constructor arguments.
+    """
+
+    library = "pytorch-grad-cam"
+    _reserved: ClassVar[tuple[str, ...]] = ("self", "model", "target_layers", "reshape_transform")
+
+    # ------------------------------------------------------- library specifics
+    @classmethod
+    def _is_class(cls, method: type) -> bool:
+        return issubclass(method, _base_cam())
+
+    @classmethod
+    def _is_instance(cls, method: object) -> bool:
+        return isinstance(method, _base_cam())
+
+    def _wrong_method_message(self, method: object) -> str:
+        return f"`method` must be a pytorch-grad-cam BaseCAM class or instance, got {method!r}."
+
+    def _owner(self, instance: Any) -> object:
+        return instance.model
+
+    def _instance_layers(self, instance: Any) -> tuple[list[nn.Module], Callable | None]:
+        return list(instance.target_layers), instance.reshape_transform
+
+    def _build(self, layers: list[nn.Module]) -> Any:
+        return self._cls(self.model, layers, self._reshape, **self._kwargs)
+
+    def _release(self, instance: Any) -> None:
+        instance.activations_and_grads.release()
+
+    def _check_class_arguments(self) -> None:
+        name = self._cls.__name__
+        if name == "FullGrad" and self._reshape is not None:
+            raise ValueError(
+                "pytorch-grad-cam's FullGrad cannot explain a transformer (it aggregates the bias gradients "
+                "of every Conv2d/BatchNorm2d layer at image resolution and fails on token layouts); with a "
+                "`reshape_transform`, use e.g. GradCAM, LayerCAM or EigenCAM instead."
+            )
+        if self._native is None and not self._layers and name != "FullGrad":
+            raise ValueError(f"`target_layers` is empty for {name}.")
+
+    @property
+    def _native(self) -> str | None:
+        return _native_name(self._cls)
+
+    @property
+    def native(self) -> bool:
+        """Whether CAMs are computed by the torch-native formula (else through the library)."""
+        return self._native is not None
+
+    # ------------------------------------------------------------------ seeds
+    def _compute_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self._native is None:
+            return self._library_maps(self.instance(), images, labels)
+        per_layer = self._native_maps(images, labels, self._layers)
+        if len(per_layer) == 1:
+            return per_layer[0]
+        size = images.shape[-2:]
+        stacked = torch.stack([upsample_cams(cam, size) for cam in per_layer])
+        return normalize_per_image(stacked.clamp_min(0).mean(0))
+
+    def _compute_layer_cams(
+        self, images: torch.Tensor, labels: torch.Tensor, layers: list[nn.Module]
+    ) -> list[torch.Tensor]:
+        if self._native is not None:
+            return self._native_maps(images, labels, layers)
+        return [self._library_maps(self.layer_instance([layer]), images, labels) for layer in layers]
+
+    def _native_maps(self, images: torch.Tensor, labels: torch.Tensor, layers: list[nn.Module]) -> list[torch.Tensor]:
+        """One forward (and backward): per layer ``(B, 1, h, w)`` min-max normalised, on the model's device."""
+        name = self._native
+        needs_grad = name not in _NO_GRADIENT
+        single = len(layers) == 1
+        with _LayerRecorder(layers, leaf=single and needs_grad) as recorder, torch.enable_grad():
+            x = images.detach().requires_grad_(needs_grad and not single)
+            scores = _class_scores(self.model(x), labels)
+            acts = recorder.outputs
+            if any(a is None for a in acts):
+                raise RuntimeError("a target layer of the CAM method did not run in the forward pass.")
+            grads = torch.autograd.grad(scores.sum(), acts) if needs_grad else [None] * len(acts)  # type: ignore[arg-type]
+        maps = []
+        for act, grad in zip(acts, grads):
+            act = act.detach().float()  # type: ignore[union-attr]
+            grad = grad.float() if grad is not None else torch.zeros(0)
+            if self._reshape is not None:
+                act = self._reshape(act)
+                grad = self._reshape(grad) if needs_grad else grad
+            weighted = _WEIGHTED[name](act, grad)  # type: ignore[index]
+            cam = _projection(weighted) if name in _ALWAYS_PROJECT else weighted.sum(1)
+            maps.append(normalize_per_image(cam.clamp_min(0)).unsqueeze(1))
+        return maps
+
+    def _library_maps(self, cam: Any, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The library's own CAM ``(B, 1, H, W)`` for ``labels`` (its first forward is on ``images``)."""
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        targets = [ClassifierOutputTarget(int(c)) for c in labels.tolist()]
+        with preserved(self.model), torch.enable_grad(), self._batch_size_set(cam):  # gradient methods fail under no_grad
+            if not getattr(cam, "detach", True):
+                # Second-order methods (ShapleyCAM's Hessian-vector product) differentiate through
+                # the weights: let them require grad here; `preserved` restores flags and .grad.
+                for param in self.model.parameters():
+                    param.requires_grad_(True)
+            x = images.detach().requires_grad_(getattr(cam, "uses_gradients", True))
+            result = cam(input_tensor=x, targets=targets)
+        return torch.from_numpy(np.ascontiguousarray(result)).to(images.device).unsqueeze(1)
+
+    # ---------------------------------------------------------- call contract
+    def explain(
+        self,
+        maps_fn: MapsFn,
+        input_tensor: torch.Tensor | None = None,
+        targets: Sequence[Callable] | None = None,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+        **unknown: Any,
+    ) -> np.ndarray:
+        """grad-cam's ``cam(input_tensor, targets=None, aug_smooth=False, eigen_smooth=False)``.
+
+        ``targets`` name the class of each image (``ClassifierOutputTarget(c)`` and the softmax /
+        ReST variants); ``aug_smooth`` averages over :attr:`tta_transforms` (grad-cam's default:
+        horizontal flip x multiply 0.9/1/1.1); ``eigen_smooth`` goes to ``maps_fn``.
+
+        Returns:
+            ``np.ndarray`` float32 ``(B, H, W)`` in [0, 1] at the input size, each map stretched to
+            span [0, 1] with ``normalize="minmax"``.
+        """
+        if unknown or input_tensor is None:
+            problem = f"got unexpected keyword arguments {sorted(unknown)}" if unknown else "needs `input_tensor`"
+            raise TypeError(f"{self.method_name}(...) call {problem}; accepted: {_GRADCAM_SIGNATURE}.")
+        images = self.check_input("input_tensor", input_tensor)
+        classes = targets_to_classes(targets, len(images), images.device)
+        smooth = self.check_flag("aug_smooth", aug_smooth)
+        eigen = self.check_flag("eigen_smooth", eigen_smooth)
+
+        def one(x: torch.Tensor) -> torch.Tensor:
+            return self._normalized(self.run_maps(maps_fn, x, classes, eigen))
+
+        maps = self._augmented(one, images) if smooth else one(images)
+        return maps.float().cpu().numpy()
+
+    def _augmented(self, maps_of: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        """Mean map over the test-time augmentations: :attr:`tta_transforms` when set, else grad-cam's default."""
+        if self.tta_transforms is None:
+            pairs = [(flip, factor) for flip in (False, True) for factor in _TTA_FACTORS]
+            maps = []
+            for flip, factor in pairs:
+                x = images.flip(-1) if flip else images
+                m = maps_of(x * factor)
+                maps.append(m.flip(-1) if flip else m)
+        else:
+            maps = []
+            for transform in self.tta_transforms:  # ttach transformers: augment_image / deaugment_mask
+                m = maps_of(transform.augment_image(images))
+                maps.append(transform.deaugment_mask(m.unsqueeze(1)).squeeze(1))
+        if not maps:
+            raise ValueError("`tta_transforms` holds no transform; set it to None for grad-cam's default.")
+        return torch.stack(maps).mean(0)

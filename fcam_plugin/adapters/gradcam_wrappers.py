@@ -16,16 +16,16 @@ torchcam's own ``RefineCAM`` / ``FinerCAM`` belong to the torchcam adapter.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_images, describe
+from .._checks import describe
 from .._state import preserved
 from .base import CAMSource, MapsFn, normalize_per_image
-from .gradcam import _check_targets, _class_scores
+from .gradcam import _class_scores, targets_to_classes
 
 __all__ = ["WRAPPER_NAMES", "WrapperCAMSource", "is_wrapper_method"]
 
@@ -60,9 +60,9 @@ def _base_cams(instance: Any) -> list[Any]:
 
 
 def _kind(cls: type) -> str:
-    for name in WRAPPER_NAMES:
-        import pytorch_grad_cam
+    import pytorch_grad_cam
 
+    for name in WRAPPER_NAMES:
         if issubclass(cls, getattr(pytorch_grad_cam, name)):
             return name
     raise TypeError(f"{cls.__name__} is not a pytorch-grad-cam wrapper method")  # pragma: no cover
@@ -77,93 +77,89 @@ class WrapperCAMSource(CAMSource):
             ``model`` (its layers are used; its hooks are left to its owner).
         target_layers: layers for a method given as a class (RefineCAM: one base CAM per layer).
         reshape_transform: grad-cam's reshape transform for non-CNN models.
-        method_kwargs: extra constructor arguments (e.g. ``base_method=LayerCAM``; SESS's
-            ``num_scales``, ``window_size``...).
+        **kwargs: :class:`~fcam_plugin.adapters.base.CAMSource`'s options and the method's
+            constructor arguments (e.g. ``base_method=LayerCAM``; SESS's ``num_scales``...).
     """
 
     library = "pytorch-grad-cam"
+    _reserved: ClassVar[tuple[str, ...]] = ("self", "model", "target_layers", "reshape_transform")
 
-    def __init__(
-        self,
-        model: nn.Module,
-        method: Any,
-        target_layers: Sequence[nn.Module],
-        reshape_transform: Callable | None = None,
-        **method_kwargs: Any,
-    ) -> None:
-        super().__init__(model)
-        self._instance: Any = None
-        self._owns_instance = False
-        if inspect.isclass(method) and _is_gradcam_wrapper(method):
-            self._cls = method
-            self._layers = list(target_layers)
-            self._reshape = reshape_transform
-            self._kwargs = dict(method_kwargs)
-            if not self._layers:
-                raise ValueError(f"`target_layers` is empty for {method.__name__}.")
-            self._check_kwargs()
-        elif _is_gradcam_wrapper(method):
-            bases = _base_cams(method)
-            owner = getattr(method, "model", None) or bases[0].model
-            self._check_ready_instance(method, owner, method_kwargs)
-            self._cls = type(method)
-            self._instance = method
-            self._layers = [layer for base in bases for layer in base.target_layers]
-            self._reshape = bases[0].reshape_transform
-            self._kwargs = {}
-        else:
-            raise TypeError(
-                f"`method` must be pytorch-grad-cam's RefineCAM, FinerCAM or SESS (class or instance), got {method!r}."
-            )
-        self._kind = _kind(self._cls)
+    # ------------------------------------------------------- library specifics
+    @classmethod
+    def _is_class(cls, method: type) -> bool:
+        return _is_gradcam_wrapper(method)
 
-    def _check_kwargs(self) -> None:
-        params = inspect.signature(self._cls.__init__).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return
-        unknown = sorted(set(self._kwargs) - set(params))
-        if unknown:
-            accepted = [n for n in params if n not in ("self", "model", "target_layers", "reshape_transform")]
-            raise TypeError(
-                f"{self._cls.__name__} does not accept constructor arguments {unknown}; accepted: {accepted}."
-            )
+    @classmethod
+    def _is_instance(cls, method: object) -> bool:
+        return not inspect.isclass(method) and _is_gradcam_wrapper(method)
+
+    def _wrong_method_message(self, method: object) -> str:
+        return f"`method` must be pytorch-grad-cam's RefineCAM, FinerCAM or SESS (class or instance), got {method!r}."
+
+    def _owner(self, instance: Any) -> object:
+        return getattr(instance, "model", None) or _base_cams(instance)[0].model
+
+    def _instance_layers(self, instance: Any) -> tuple[list[nn.Module], Callable | None]:
+        bases = _base_cams(instance)
+        return [layer for base in bases for layer in base.target_layers], bases[0].reshape_transform
+
+    def _build(self, layers: list[nn.Module]) -> Any:
+        return self._cls(self.model, layers, self._reshape, **self._kwargs)
+
+    def _release(self, instance: Any) -> None:
+        errors = []
+        for base in _base_cams(instance):
+            try:
+                base.activations_and_grads.release()
+            except Exception as error:  # noqa: BLE001 - release every base CAM
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def _check_class_arguments(self) -> None:
+        if not self._layers:
+            raise ValueError(f"`target_layers` is empty for {self._cls.__name__}.")
 
     @property
-    def method_name(self) -> str:
-        return self._cls.__name__
-
-    @property
-    def target_layers(self) -> list[nn.Module]:
-        return self._layers
+    def _kind(self) -> str:
+        return _kind(self._cls)
 
     # ------------------------------------------------------------------ seeds
-    def _instance_or_build(self) -> Any:
-        if self._instance is None:
-            with preserved(self.model):  # BaseCAM's constructor calls model.eval()
-                self._instance = self._cls(self.model, self._layers, self._reshape, **self._kwargs)
-            self._owns_instance = True
-        return self._instance
+    def _compute_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        output = self._first_forward(images, labels)
+        return self._wrapper_maps(self.instance(), images, labels, output)
 
-    def cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _compute_layer_cams(
+        self, images: torch.Tensor, labels: torch.Tensor, layers: list[nn.Module]
+    ) -> list[torch.Tensor]:
+        output = self._first_forward(images, labels)
+        return [self._wrapper_maps(self.layer_instance([layer]), images, labels, output) for layer in layers]
+
+    def _first_forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The first forward is on the images themselves (the decoder's skip features are read from it).
+
+        SESS would otherwise start with its patches. It also validates the labels and gives
+        FinerCAM the scores to pick the comparison classes of the true class.
+        """
+        with preserved(self.model), torch.no_grad():
+            self.model.eval()  # seeds come from the frozen classifier in eval mode
+            output = self.model(images)
+        _class_scores(output, labels)
+        return output
+
+    def _wrapper_maps(self, cam: Any, images: torch.Tensor, labels: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        cam = self._instance_or_build()
-        with preserved(self.model):
-            self.model.eval()  # seeds come from the frozen classifier in eval mode
-            # The first forward is on the images themselves (the decoder's skip features are read
-            # from it): SESS would otherwise start with its patches. It also validates the labels
-            # and gives FinerCAM the scores to pick the comparison classes of the true class.
-            with torch.no_grad():
-                output = self.model(images)
-                _class_scores(output, labels)
-            if self._kind == "FinerCAM":
-                targets = _finer_targets(output, labels)
-            else:
-                targets = [ClassifierOutputTarget(int(c)) for c in labels.tolist()]
-            # The classifier is frozen (no parameter requires grad) and SESS detaches its input:
-            # gradient base methods need the input gradient switched on to build a graph.
-            bases = _base_cams(cam)
-            flags = [base.compute_input_gradient for base in bases]
+        if self._kind == "FinerCAM":
+            targets = _finer_targets(output, labels)
+        else:
+            targets = [ClassifierOutputTarget(int(c)) for c in labels.tolist()]
+        # The classifier is frozen (no parameter requires grad) and SESS detaches its input:
+        # gradient base methods need the input gradient switched on to build a graph.
+        bases = _base_cams(cam)
+        flags = [base.compute_input_gradient for base in bases]
+        with preserved(self.model), self._batch_size_set(cam):
+            self.model.eval()
             try:
                 for base in bases:
                     base.compute_input_gradient = bool(getattr(base, "uses_gradients", True))
@@ -176,27 +172,15 @@ class WrapperCAMSource(CAMSource):
         maps = torch.from_numpy(np.ascontiguousarray(result, dtype=np.float32)).to(images.device)
         return normalize_per_image(torch.nan_to_num(maps).clamp_min(0)).unsqueeze(1)
 
-    def after_fit(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns_instance and self._instance is not None:
-            try:
-                for base in _base_cams(self._instance):
-                    base.activations_and_grads.release()
-            finally:
-                self._instance = None
-                self._owns_instance = False
-
     # ---------------------------------------------------------- call contract
     def explain(self, maps_fn: MapsFn, *args: Any, **kwargs: Any) -> np.ndarray:
         """The wrapped method's ``forward`` signature; returns ``np.ndarray`` float32 ``(B, H, W)`` in [0, 1].
 
-        ``targets`` (and FinerCAM's ``alpha``, ``comparison_categories``, ``target_idx``) choose the
-        class, which the class-agnostic F-CAM map does not depend on: they are validated, not used.
+        ``targets`` name the class of each image (FinerCAM: ``target_idx`` too); ``eigen_smooth``
+        goes to ``maps_fn``; FinerCAM's ``alpha`` and ``comparison_categories`` are validated.
 
         Raises:
-            TypeError / ValueError: arguments the method would reject, or ``eigen_smooth=True``.
+            TypeError / ValueError: arguments the method would reject, or targets naming no class.
         """
         signature = inspect.signature(self._cls.forward)
         try:
@@ -206,17 +190,15 @@ class WrapperCAMSource(CAMSource):
             raise TypeError(f"{self.method_name}(...) call: {error}; signature is {self.method_name}{public}.") from None
         bound.apply_defaults()
         values = dict(bound.arguments)
-        input_tensor = values["input_tensor"]
-        check_images("input_tensor", input_tensor)
-        _check_targets(values.get("targets"), len(input_tensor))
-        if values.get("eigen_smooth"):
-            raise ValueError(
-                "`eigen_smooth=True` cannot apply: it smooths the low-resolution CAM, which the F-CAM decoder "
-                "does not use at inference. Call with eigen_smooth=False."
-            )
+        images = self.check_input("input_tensor", values["input_tensor"])
+        classes = targets_to_classes(values.get("targets"), len(images), images.device)
+        eigen = self.check_flag("eigen_smooth", values.get("eigen_smooth", False))
         if self._kind == "FinerCAM":
             _check_finer(values)
-        return maps_fn(input_tensor).float().cpu().numpy()
+            if classes is None and values.get("target_idx") is not None:
+                classes = torch.full((len(images),), values["target_idx"], dtype=torch.long, device=images.device)
+        maps = self._normalized(self.run_maps(maps_fn, images, classes, eigen))
+        return maps.float().cpu().numpy()
 
 
 def _finer_targets(output: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0) -> list[Any]:

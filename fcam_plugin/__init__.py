@@ -15,11 +15,14 @@ from .errors import CheckpointError, MetadataError, NoCapturedInputError, NoSpat
 if TYPE_CHECKING:
     from .config import FCAMConfig
     from .upscaler import FCAMUpscaler
+    from .visualize import colorize, overlay
 
 #: Public name -> module that defines it (imported on first access).
 _LAZY = {
     "FCAMConfig": "config",
     "FCAMUpscaler": "upscaler",
+    "colorize": "visualize",
+    "overlay": "visualize",
 }
 
 __all__ = [
@@ -31,6 +34,8 @@ __all__ = [
     "NoSpatialFeaturesError",
     "NotFittedError",
     "__version__",
+    "colorize",
+    "overlay",
 ]
 
 

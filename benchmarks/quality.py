@@ -1,63 +1,63 @@
-"""Quality benchmark: F-CAM against the bilinear CAM and training-free refinements (PxAP, MaxBoxAcc).
+"""Quality benchmark: F-CAM against its seed CAM and training-free rivals, on several synthetic variants.
 
-Runs :func:`fcam_plugin.compare.run_comparison` (the comparison behind ``fcam demo``) at a
-configurable size and writes its table, with the machine and the run time, to the "Quality"
-section of ``benchmarks/README.md`` (only that section is replaced; the others are kept).
+Runs :func:`fcam_plugin.demo.run_comparison` (the comparison behind ``fcam demo``) once per
+variant, with the test split scored after every F-CAM epoch, and writes one table per variant
+plus a summary across variants to the "Quality" section of ``benchmarks/README.md`` (only that
+section is replaced). Each variant's report, metrics and figures go to ``--out/<variant>/``.
+
+Trained classifiers are kept in ``--classifier-cache`` (default ``~/.cache/fcam-plugin``): a
+second run with the same settings skips classifier training (the slow part on a CPU).
 
 Examples::
 
-    python benchmarks/quality.py                                 # the default size (~10 min, 2 CPU cores)
-    python benchmarks/quality.py --train-images 2048 --fcam-epochs 10 --seed-methods gradcampp layercam
-    python benchmarks/quality.py --set crf_weight=0 --no-readme   # an ablation, printed only
+    python benchmarks/quality.py                         # 224 px, all variants (CPU: hours; CUDA: minutes)
+    python benchmarks/quality.py --variants parts shapes --fcam-epochs 2
+    python benchmarks/quality.py --preset full --set crf_weight=0 --no-readme   # an ablation at 64 px
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import re
 import sys
 import time
+from typing import Any
 
 import torch
 
-from fcam_plugin.compare import BASELINES, SEED_METHODS, CompareSettings, markdown_table, run_comparison, summarize
+from fcam_plugin.data import VARIANTS
+from fcam_plugin.demo import PRESETS, RIVALS, SEED_METHODS, preset, run_comparison
+from fcam_plugin.demo.report import learning_curve_table, metric_table, summarize
+from fcam_plugin.demo.run import write_outputs
+from fcam_plugin.demo.run_info import machine_info
 
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
 SECTION = "## Quality"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    d = CompareSettings()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--train-images", type=int, default=d.train_images)
-    p.add_argument("--test-images", type=int, default=d.test_images)
-    p.add_argument("--image-size", type=int, default=d.image_size)
-    p.add_argument("--num-classes", type=int, default=d.num_classes)
-    p.add_argument("--classifier-epochs", type=int, default=d.classifier_epochs)
-    p.add_argument("--fcam-epochs", type=int, default=d.fcam_epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--classifier-stride", type=int, default=d.classifier_stride, choices=(16, 32),
-                   help="16: ResNet-18 with layer4 stride 1, the WSOL variant (CAM grid image_size/16)")
-    p.add_argument("--seed-methods", nargs="+", default=["gradcampp", "layercam"], choices=sorted(SEED_METHODS))
-    p.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=list(BASELINES))
+    p.add_argument("--preset", default="224", choices=sorted(PRESETS), help="sizes of the run (the fields below override them)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    for name in ("train_images", "test_images", "fit_images", "image_size", "classifier_epochs", "fcam_epochs", "batch_size"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, help=f"override the preset's {name}")
+    p.add_argument("--seed-methods", nargs="+", default=["gradcampp"], choices=sorted(SEED_METHODS))
+    p.add_argument("--rivals", nargs="+", default=list(RIVALS), choices=list(RIVALS))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="FCAMConfig override for the F-CAM fits (repeatable), e.g. crf_weight=0")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--classifier", metavar="PATH",
-                   help="state_dict of a ResNet-18 already trained on this synthetic set (skips classifier training)")
-    p.add_argument("--save-classifier", metavar="PATH", help="write the trained classifier's state_dict here")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--classifier-cache", default=os.path.expanduser("~/.cache/fcam-plugin"))
+    p.add_argument("--out", default="runs/quality", help="folder of the per-variant reports")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--json", metavar="PATH", help="also write the full result as JSON")
-    p.add_argument("--no-readme", action="store_true", help="print the table only; leave README.md alone")
+    p.add_argument("--no-readme", action="store_true", help="print the tables only; leave README.md alone")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
 
-def _overrides(items: list[str]) -> dict:
+def _overrides(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -70,30 +70,60 @@ def _overrides(items: list[str]) -> dict:
     return out
 
 
-def section(result, wall_s: float, command: str) -> str:
-    """The README "Quality" section for one result."""
-    s, m = result.settings, result.machine
-    summary = summarize(result)
+def _settings(args: argparse.Namespace, variant: str) -> Any:
+    changes = {
+        name: getattr(args, name)
+        for name in ("train_images", "test_images", "fit_images", "image_size", "classifier_epochs", "fcam_epochs", "batch_size")
+        if getattr(args, name) is not None
+    }
+    return preset(
+        args.preset, variant=variant, seed_methods=tuple(args.seed_methods), rivals=tuple(args.rivals),
+        fcam_overrides=_overrides(args.set), seed=args.seed, device=args.device, progress=not args.quiet,
+        classifier_cache=args.classifier_cache, **changes,
+    )
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """One row per variant and F-CAM fit: F-CAM vs its seed CAM and the best training-free map."""
     lines = [
-        SECTION,
-        "",
-        f"`{command}` — the comparison of `fcam demo` (`fcam_plugin/compare.py`). Synthetic WSOL "
-        f"(`SyntheticWSOL`, seed {s.seed}): {s.train_images} train / {s.test_images} test images, "
-        f"{s.image_size} px, {s.num_classes} classes; ResNet-18 from random weights, {s.classifier_epochs} epochs "
-        f"(stride {s.classifier_stride}, CAM grid {s.image_size // s.classifier_stride}x{s.image_size // s.classifier_stride}); F-CAM {s.fcam_epochs} epochs per seed method"
-        + (f", overrides {s.fcam_overrides}" if s.fcam_overrides else "") + ". Metrics on the test split, "
-        "ground-truth class, values x 100; Δ = difference with bilinear GradCAM++.",
-        "",
-        f"Classifier test accuracy **{100 * result.accuracy:.1f}%** (train {100 * result.train_accuracy:.1f}%).",
-        "",
-        markdown_table(result),
-        "",
-        *[f"* {line}" for line in summary["findings"]],
-        "",
-        f"Machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} ({s.device}), load average "
-        f"{m['load_avg_1min']} at the start (shared machine: times are noisy). Run time {wall_s / 60:.1f} min "
-        "(" + ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in result.timings.items()) + ").",
-        "",
+        "| variant | classifier acc. | F-CAM on | PxAP: seed CAM / best free / **F-CAM** | MaxBoxAccV2: seed / best free / **F-CAM** | PxAP per epoch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for variant, result in results.items():
+        rows, summary = result.rows(), summarize(result)
+        free_px, free_v2 = summary["best_training_free"]["pxap"], summary["best_training_free"]["maxboxaccv2"]
+        for method, fit in result.fits.items():
+            fcam = rows[f"fcam_{method}"]
+            lines.append(
+                f"| {variant} | {100 * result.accuracy:.1f}% | {SEED_METHODS[method][0]} | "
+                f"{100 * rows[method]['pxap']:.1f} / {100 * rows[free_px]['pxap']:.1f} / **{100 * fcam['pxap']:.1f}** | "
+                f"{100 * rows[method]['maxboxaccv2']:.1f} / {100 * rows[free_v2]['maxboxaccv2']:.1f} / **{100 * fcam['maxboxaccv2']:.1f}** | "
+                + ", ".join(f"{100 * r['pxap']:.1f}" for r in fit.curve.rows) + " |"
+            )
+    return "\n".join(lines)
+
+
+def section(results: dict[str, Any], wall_s: float, command: str) -> str:
+    """The README "Quality" section for one run over several variants."""
+    first = next(iter(results.values()))
+    s, m = first.settings, machine_info()
+    lines = [
+        SECTION, "",
+        f"`{command}` — the comparison of `fcam demo` (`fcam_plugin/demo/`) on {len(results)} synthetic variants "
+        f"(`fcam_plugin.data.VARIANTS`), {s.image_size} px, {s.train_images} train / {s.test_images} test images, "
+        f"ResNet-18 from random weights ({s.classifier_epochs} epochs), F-CAM {s.fit_images or s.train_images} images x "
+        f"{s.fcam_epochs} epochs, library defaults" + (f" with {s.fcam_overrides}" if s.fcam_overrides else "")
+        + ". WSOL protocol, ground-truth class, values x 100; best free = the best training-free map of the variant "
+        "(RefineCAM, LayerCAM, guided filter).", "",
+        summary_table(results), "",
+    ]
+    for variant, result in results.items():
+        lines += [f"### Variant `{variant}`", "", metric_table(result), ""]
+        for method in result.fits:
+            lines += [learning_curve_table(result, method), ""]
+    lines += [
+        f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['cuda'] or 'no GPU'}, torch {m['torch']} ({s.device}), "
+        f"{m['torch_threads']} threads, load average {m['load_avg_1min']} at the end. Run time {wall_s / 60:.1f} min.", "",
     ]
     return "\n".join(lines)
 
@@ -108,32 +138,19 @@ def replace_section(text: str, new_section: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = CompareSettings(
-        train_images=args.train_images, test_images=args.test_images, image_size=args.image_size,
-        num_classes=args.num_classes, classifier_epochs=args.classifier_epochs, fcam_epochs=args.fcam_epochs,
-        batch_size=args.batch_size, classifier_stride=args.classifier_stride, seed_methods=tuple(args.seed_methods), baselines=tuple(args.baselines),
-        fcam_overrides=_overrides(args.set), seed=args.seed, device=args.device, progress=not args.quiet,
-    )
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = None
-    if args.classifier:
-        from fcam_plugin.compare import build_classifier
-
-        model = build_classifier(args.num_classes, args.classifier_stride)
-        model.load_state_dict(torch.load(args.classifier, map_location="cpu", weights_only=True))
-        model = model.to(args.device)
     start = time.perf_counter()
-    result = run_comparison(settings, model=model)
-    if args.save_classifier:
-        torch.save(result.model.state_dict(), args.save_classifier)
-    wall = time.perf_counter() - start
+    results = {}
+    for variant in args.variants:
+        t0, c0 = time.perf_counter(), time.process_time()
+        results[variant] = run_comparison(_settings(args, variant))
+        total = {"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(time.process_time() - c0, 2)}
+        write_outputs(results[variant], os.path.join(args.out, variant), "custom", total)
+        print(summary_table({variant: results[variant]}), flush=True)
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = section(result, wall, command.strip())
+    text = section(results, time.perf_counter() - start, command.strip())
     print(text)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result.to_dict() | {"summary": summarize(result), "wall_s": wall}, fh, indent=2, default=float)
     if not args.no_readme:
         with open(README) as fh:
             old = fh.read()

@@ -41,16 +41,23 @@ class Objective:
         self.config = config
         self.source = source
 
+    def seed_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The map seeds are drawn from: CAMs of ``labels`` ``(B, 1, H, W)`` in [0, 1] at input size.
+
+        The model's first forward pass inside this call is on ``images`` (skip features are read from it).
+        """
+        low = self.source.cams(images, labels)
+        # NaN CAMs (a model producing NaN) would crash seed sampling: treat them as flat, the loss flags it.
+        return torch.nan_to_num(upsample_cams(low.float(), images.shape[-2:]), nan=0.0).clamp(0, 1)
+
     def seeds(
         self, taps: FeatureTaps, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Seeds ``(B, H, W)`` from the CAMs of ``labels``, and the skip features of the same forward."""
         cfg = self.config
         taps.arm()
-        low = self.source.cams(images, labels)
+        cams = self.seed_cams(images, labels)
         features = taps.collect()
-        # NaN CAMs (a model producing NaN) would crash seed sampling: treat them as flat, the loss flags it.
-        cams = torch.nan_to_num(upsample_cams(low.float(), images.shape[-2:]), nan=0.0).clamp(0, 1)
         offset, total = global_batch_slice(images.shape[0])  # (0, B) outside torch.distributed
         seeds = sample_seeds(
             cams, cfg.n_fg, cfg.n_bg, cfg.seed_patch, cfg.fg_erosion, cfg.bg_percentile,

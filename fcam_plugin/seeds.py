@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ._checks import describe
 
-__all__ = ["IGNORE_INDEX", "otsu_threshold", "sample_seeds"]
+__all__ = ["IGNORE_INDEX", "otsu_threshold", "sample_seeds", "seed_regions"]
 
 #: Label of pixels without a seed (ignored by the partial cross-entropy), as in ``F.cross_entropy``.
 IGNORE_INDEX = -100
@@ -52,6 +52,29 @@ def _pick(
     top = scores.topk(n, dim=1)
     onehot = torch.zeros_like(scores).scatter_(1, top.indices, (top.values >= 0).to(scores.dtype))
     return onehot.reshape(candidates.shape)
+
+
+def seed_regions(cams: torch.Tensor, erosion_size: int = 11, bg_percentile: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground and background seed candidates of CAMs ``(B, 1, H, W)``: float masks of the same shape.
+
+    Foreground: above the image's Otsu threshold, eroded with an ``erosion_size`` square (the
+    un-eroded region if erosion removes everything; every non-background pixel for a flat CAM).
+    Background: at or below the image's ``bg_percentile``-th percentile.
+    """
+    b = cams.shape[0]
+    threshold = otsu_threshold(cams).view(b, 1, 1, 1)
+    fg_region = (cams > threshold).float()
+    if erosion_size > 1:
+        # Erosion = 1 - dilation of the complement; max_pool pads with -inf, so borders don't erode.
+        eroded = 1 - F.max_pool2d(1 - fg_region, erosion_size, stride=1, padding=erosion_size // 2)
+        keep = eroded.flatten(1).sum(1) > 0
+        fg_region = torch.where(keep.view(b, 1, 1, 1), eroded, fg_region)
+    low = torch.quantile(cams.flatten(1), bg_percentile / 100.0, dim=1).view(b, 1, 1, 1)
+    bg_region = (cams <= low).float()
+    # A constant CAM has no foreground above Otsu's threshold: use every pixel not in the background.
+    no_fg = fg_region.flatten(1).sum(1) == 0
+    fg_region = torch.where(no_fg.view(b, 1, 1, 1), 1 - bg_region, fg_region)
+    return fg_region, bg_region
 
 
 def sample_seeds(
@@ -108,19 +131,7 @@ def sample_seeds(
 
     cams = cams.detach().float().reshape(cams.shape[0], 1, *cams.shape[-2:])
     b = cams.shape[0]
-    threshold = otsu_threshold(cams).view(b, 1, 1, 1)
-    fg_region = (cams > threshold).float()
-    if erosion_size > 1:
-        # Erosion = 1 - dilation of the complement; max_pool pads with -inf, so borders don't erode.
-        eroded = 1 - F.max_pool2d(1 - fg_region, erosion_size, stride=1, padding=erosion_size // 2)
-        keep = eroded.flatten(1).sum(1) > 0
-        fg_region = torch.where(keep.view(b, 1, 1, 1), eroded, fg_region)
-    low = torch.quantile(cams.flatten(1), bg_percentile / 100.0, dim=1).view(b, 1, 1, 1)
-    bg_region = (cams <= low).float()
-    # A constant CAM has no foreground above Otsu's threshold: use every pixel not in the background.
-    no_fg = fg_region.flatten(1).sum(1) == 0
-    fg_region = torch.where(no_fg.view(b, 1, 1, 1), 1 - bg_region, fg_region)
-
+    fg_region, bg_region = seed_regions(cams, erosion_size, bg_percentile)
     total = b if batch_total is None else batch_total
     if not 0 <= batch_offset <= total - b:
         raise ValueError(f"`batch_offset` {batch_offset} with {b} images exceeds `batch_total` {total}.")

@@ -60,6 +60,7 @@ class FitOptions:
     checkpoint_every: int | None = None
     max_steps: int | None = None
     max_bad_steps: int = 20
+    on_epoch_end: Callable[[int, nn.Module, list[dict[str, float]]], None] | None = None
 
     def validate(self, loader: Any, device: torch.device) -> None:
         """Raise before any work for bad options, a bad checkpoint path or an unusable loader."""
@@ -67,6 +68,8 @@ class FitOptions:
         _check_int("max_steps", self.max_steps, 1, optional=True)
         _check_int("checkpoint_every", self.checkpoint_every, 1, optional=True)
         _check_int("max_bad_steps", self.max_bad_steps, 1)
+        if self.on_epoch_end is not None and not callable(self.on_epoch_end):
+            raise TypeError(f"`on_epoch_end` must be None or a callable, got {describe(self.on_epoch_end)}.")
         if self.checkpoint is not None:
             self.checkpoint = check_path("checkpoint", self.checkpoint)
             os.makedirs(os.path.dirname(os.path.abspath(self.checkpoint)), exist_ok=True)  # fail now, not after an epoch
@@ -395,6 +398,9 @@ class _Run:
         with _deferred_interrupt():
             self.state.finish_epoch()
         self.save()
+        if opts.on_epoch_end is not None:
+            opts.on_epoch_end(epoch + 1, self.decoder, list(self.state.history))
+            self.decoder.train()
         return True
 
 

@@ -138,6 +138,7 @@ class FCAMUpscaler:
         resume: str | os.PathLike | None = None,
         max_steps: int | None = None,
         max_bad_steps: int = 20,
+        on_epoch_end: Callable[[int, "FCAMUpscaler"], None] | None = None,
     ) -> "FCAMUpscaler":
         """Train the decoder; the classifier stays frozen and comes back unchanged.
 
@@ -158,6 +159,9 @@ class FCAMUpscaler:
                 seed and loader.
             max_steps: stop after this many optimisation steps in total (for quick runs).
             max_bad_steps: consecutive non-finite losses tolerated (each skipped with a warning).
+            on_epoch_end: called as ``on_epoch_end(epoch, upscaler)`` after every finished epoch
+                (1-based), with the upscaler usable for maps and its :attr:`history` up to that
+                epoch (e.g. to draw a learning curve).
 
         Returns:
             ``self``, to chain ``FCAMUpscaler(model, method).fit(loader)``; per-epoch mean loss terms
@@ -170,6 +174,7 @@ class FCAMUpscaler:
         options = FitOptions(
             epochs=epochs, optimizer=optimizer, amp=amp, seed=seed, progress=progress, checkpoint=checkpoint,
             checkpoint_every=checkpoint_every, max_steps=max_steps, max_bad_steps=max_bad_steps,
+            on_epoch_end=None if on_epoch_end is None else self._epoch_callback(on_epoch_end),
         )
         options.validate(loader, self.device)
         resume_state = self._read_resume(resume) if resume is not None else None
@@ -184,6 +189,22 @@ class FCAMUpscaler:
         )
         self.decoder, self.history, self.fitted = result.decoder, result.history, True
         return self
+
+    def _epoch_callback(
+        self, callback: Callable[[int, "FCAMUpscaler"], None]
+    ) -> Callable[[int, nn.Module, list[dict[str, float]]], None]:
+        """The training loop's epoch hook: the decoder being trained, seen through this upscaler."""
+        if not callable(callback):
+            raise TypeError(f"`on_epoch_end` must be None or a callable (epoch, upscaler), got {describe(callback)}.")
+
+        def hook(epoch: int, decoder: nn.Module, history: list[dict[str, float]]) -> None:
+            fitted, self.decoder, self.fitted, self.history = self.fitted, decoder, True, history
+            try:
+                callback(epoch, self)
+            finally:
+                self.fitted = fitted
+
+        return hook
 
     def _read_resume(self, path: str | os.PathLike) -> dict[str, Any]:
         state = read_checkpoint(path)
@@ -323,7 +344,18 @@ class FCAMUpscaler:
         return self.source._hooks_off()
 
     def cams(self, images: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> torch.Tensor:
-        """The wrapped method's CAMs of ``labels``, bilinearly upsampled: ``(B, H, W)`` in [0, 1]."""
+        """The wrapped method's CAMs of ``labels``, bilinearly upsampled: ``(B, H, W)`` in [0, 1].
+
+        This is what the wrapped library returns (its low-resolution map, interpolated); the
+        wsolevaluation protocol resizes :meth:`low_res_cams` bicubically instead
+        (:func:`fcam_plugin.metrics.resize_like_wsolevaluation`).
+        """
+        images = images.to(self.device) if isinstance(images, torch.Tensor) else images
+        low = self.low_res_cams(images, labels)
+        return upsample_cams(low, images.shape[-2:]).clamp(0, 1)[:, 0].detach()
+
+    def low_res_cams(self, images: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """The wrapped method's CAMs of ``labels`` at the target layer's resolution: ``(B, 1, h, w)`` in [0, 1]."""
         self.source.check_input("images", images)
         images = images.to(self.device)
         try:
@@ -340,7 +372,7 @@ class FCAMUpscaler:
                 low = self.source.cams(images, labels)
         finally:
             self.source.after_fit()  # a library CAM object built for this call holds hooks on the model
-        return upsample_cams(low, images.shape[-2:]).clamp(0, 1)[:, 0].detach()
+        return low.detach()
 
     def _check_fitted(self) -> None:
         if not self.fitted:

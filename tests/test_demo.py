@@ -1,4 +1,4 @@
-"""`fcam demo` end to end at a tiny size, and the guided-filter rival of the comparison."""
+"""`fcam demo` end to end at a tiny size, its report and figures, and the guided-filter rival."""
 
 from __future__ import annotations
 
@@ -6,49 +6,66 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
-from fcam_plugin.compare import CompareSettings, guided_filter
-from fcam_plugin.demo import QUICK, run_demo
+from fcam_plugin.demo import PRESETS, DemoSettings, preset, run_demo
+from fcam_plugin.demo.rivals import guided_filter
 
-TINY = CompareSettings(
-    train_images=32, test_images=8, image_size=32, classifier_epochs=1, fcam_epochs=1, batch_size=16,
-    seed_methods=("gradcampp",), baselines=("gradcampp", "layercam", "refinecam_torchcam"), figure_images=2,
-    progress=False,
+TINY = DemoSettings(
+    train_images=32, test_images=8, image_size=32, classifier_epochs=1, fcam_epochs=2, batch_size=16,
+    rivals=("layercam_l234", "refinecam_torchcam"), figure_images=2, progress=False,
 )
 
 
-@pytest.mark.timeout(120)
-def test_demo_writes_report_metrics_and_figure(tmp_path) -> None:
-    from PIL import Image
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return run_demo(tmp_path_factory.mktemp("demo"), seed=1, device="cpu", settings=TINY)
 
-    result = run_demo(tmp_path / "demo", seed=1, device="cpu", settings=TINY)
-    files = result["files"]
-    for name in ("report", "metrics", "figure"):
-        assert (tmp_path / "demo" / {"report": "report.md", "metrics": "metrics.json", "figure": "comparison.png"}[name]).is_file()
+
+def test_demo_writes_report_metrics_and_figures(demo) -> None:
+    files = demo["files"]
     with open(files["metrics"]) as fh:
         metrics = json.load(fh)
-    assert {"settings", "classifier", "metrics", "labels", "summary", "timings", "machine"} <= set(metrics)
-    assert metrics["settings"]["seed"] == 1
+    assert metrics["settings"]["seed"] == 1 and metrics["mode"] == "custom"
     assert 0.0 <= metrics["classifier"]["test_accuracy"] <= 1.0
-    for key in ("gradcampp", "layercam", "refinecam_torchcam", "guided_gradcampp", "guided_layercam", "fcam_gradcampp"):
-        assert {"pxap", "maxboxacc", "maxboxaccv2"} <= set(metrics["metrics"][key]), key
+    for key in ("gradcampp", "layercam_l234", "refinecam_torchcam", "guided_gradcampp", "fcam_gradcampp"):
+        assert {"pxap", "maxboxacc", "maxboxaccv2", "histogram"} <= set(metrics["metrics"][key]), key
         assert 0.0 <= metrics["metrics"][key]["pxap"] <= 1.0
-    assert "fcam_gradcampp" in metrics["summary"]["gains"]
-    report = (tmp_path / "demo" / "report.md").read_text()
-    assert "Classifier test accuracy" in report and "| method | PxAP" in report
-    with Image.open(files["figure"]) as image:
-        assert image.size[0] > 100 and image.size[1] > 50
+        assert sum(metrics["metrics"][key]["histogram"]) == pytest.approx(1.0)
+    curve = metrics["learning_curves"]["gradcampp"]
+    assert [row["epoch"] for row in curve] == [1, 2]
+    assert {"pce", "total", "pxap", "binary_share"} <= set(curve[0])
+    assert curve[-1]["pxap"] == metrics["metrics"]["fcam_gradcampp"]["pxap"]
+    assert 0.0 <= metrics["seed_precision"]["gradcampp"]["fg_precision"] <= 1.0
+    assert all(v["cpu_s"] >= 0 for v in metrics["timings"].values())
+    for name in ("comparison", "curve", "epochs"):
+        with Image.open(files[name]) as image:
+            assert image.size[0] > 200 and image.size[1] > 100
 
 
-def test_quick_settings_are_ci_sized() -> None:
-    assert QUICK.train_images <= 256 and QUICK.fcam_epochs <= 2 and QUICK.classifier_epochs <= 4
+def test_report_names_the_measured_winner_in_words(demo) -> None:
+    report = open(demo["files"]["report"]).read()
+    summary = demo["summary"]
+    winner = summary["best"]["pxap"]
+    assert demo["labels"][winner] in summary["verdict"] and summary["verdict"] in report
+    assert "target" not in report.lower()  # a user report compares methods, not development targets
+    assert "refinecam_torchcam" not in report  # labels, not raw keys
+    assert "| epoch |" in report and "nan" not in report
 
 
-def test_run_demo_rejects_bad_settings(tmp_path) -> None:
+def test_presets_are_sized_for_their_use() -> None:
+    assert PRESETS["quick"].train_images <= 256 and PRESETS["quick"].fcam_epochs <= 2
+    assert PRESETS["224"].image_size == 224
+    assert preset("224", variant="shapes").classes == 5
+
+
+def test_bad_settings_are_refused(tmp_path) -> None:
     with pytest.raises(TypeError, match="settings"):
         run_demo(tmp_path, settings={"train_images": 8})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="seed_methods"):
-        CompareSettings(seed_methods=("nope",))
+        DemoSettings(seed_methods=("nope",))
+    with pytest.raises(ValueError, match="variant"):
+        DemoSettings(variant="photos")
 
 
 def test_guided_filter_keeps_constants_and_follows_edges() -> None:

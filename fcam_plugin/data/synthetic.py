@@ -84,6 +84,8 @@ class SyntheticVariant:
         texture_bank: 0 or 1, the set of body and background textures.
         shape_consistency: probability that an object has its class's family (``"part"`` and
             ``"texture"`` evidence; always 1 for ``"shape"``).
+        distractor_families: shape families of the distractors (default: ``families``); with
+            shape evidence, distractors shaped like a class would be class evidence themselves.
     """
 
     evidence: str = "part"
@@ -93,13 +95,18 @@ class SyntheticVariant:
     contrast: tuple[float, float] = (0.18, 0.35)
     texture_bank: int = 0
     shape_consistency: float = 0.5
+    distractor_families: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         check_choice("evidence", self.evidence, EVIDENCE)
-        object.__setattr__(self, "families", tuple(self.families))
-        unknown = [f for f in self.families if f not in FAMILIES]
-        if not self.families or unknown:
-            raise ValueError(f"`families` must be names from {FAMILIES}, got {self.families!r}.")
+        for name in ("families", "distractor_families"):
+            value = getattr(self, name)
+            if value is None and name == "distractor_families":
+                continue
+            object.__setattr__(self, name, tuple(value))
+            unknown = [f for f in getattr(self, name) if f not in FAMILIES]
+            if not getattr(self, name) or unknown:
+                raise ValueError(f"`{name}` must be names from {FAMILIES}, got {value!r}.")
         lo, hi = self.object_area
         if not 0 < lo <= hi < 1:
             raise ValueError(f"`object_area` must be a range (lo, hi) with 0 < lo <= hi < 1, got {self.object_area!r}.")
@@ -118,7 +125,8 @@ class SyntheticVariant:
 VARIANTS: dict[str, SyntheticVariant] = {
     "parts": SyntheticVariant(),
     "shapes": SyntheticVariant(
-        evidence="shape", families=FAMILIES[:5], object_area=(0.08, 0.45), distractors=(2, 5), texture_bank=1
+        evidence="shape", families=FAMILIES[:5], object_area=(0.12, 0.45), distractors=(2, 4), texture_bank=1,
+        distractor_families=("cross",),
     ),
     "textures": SyntheticVariant(
         evidence="texture", families=("blob", "rectangle", "triangle", "cross"), object_area=(0.10, 0.50),
@@ -224,6 +232,7 @@ class SyntheticWSOL(Dataset):
         self._canvas = Canvas(self.image_size)
         self._motifs = [class_motif(self.num_classes, c) for c in range(self.num_classes)]
         self._family_ids = [FAMILIES.index(f) for f in variant.families]
+        self._distractor_ids = [FAMILIES.index(f) for f in variant.distractor_families or variant.families]
 
     @property
     def shape_consistency(self) -> float:
@@ -310,7 +319,7 @@ class SyntheticWSOL(Dataset):
         s = self.image_size
         for _ in range(int(rng.integers(low, high + 1))):
             radius = s * rng.uniform(0.08, 0.16)
-            family = self._family_ids[int(rng.integers(len(self._family_ids)))]
+            family = self._distractor_ids[int(rng.integers(len(self._distractor_ids)))]
             blob = self._canvas.shape(rng, family, *rng.uniform(0, s, 2), radius)
             colour = np.clip(body + rng.normal(0, 0.08, 3), 0, 1).astype(np.float32)
             tex = self._canvas.body_texture(rng, colour, self.variant.texture_bank)

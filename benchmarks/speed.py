@@ -31,7 +31,6 @@ from fcam_plugin import FCAMUpscaler  # noqa: E402
 from fcam_plugin._state import frozen_eval  # noqa: E402
 from fcam_plugin.taps import FeatureTaps  # noqa: E402
 from fcam_plugin.losses.crf import dense_crf_loss, resolve_crf_method  # noqa: E402
-from fcam_plugin.objective import Objective  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from crf import natural_images  # noqa: E402
@@ -80,7 +79,7 @@ def main() -> None:
     # ---------------------------------------------------------------- (a) training step
     opt = torch.optim.SGD(up.decoder.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     step_gen = torch.Generator().manual_seed(1)
-    objective = Objective(cfg, up.source)
+    objective = up.objective()
 
     def step(with_crf: bool) -> None:
         cfg.crf_weight = crf_weight if with_crf else 0.0

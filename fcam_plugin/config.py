@@ -8,7 +8,11 @@ from typing import Any
 from ._checks import check_choice, check_positive
 from .decoder import DEFAULT_DECODER_CHANNELS
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FCAMConfig"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SEED_FUSIONS", "SEED_LAYERS", "FCAMConfig"]
+
+#: Accepted values of :attr:`FCAMConfig.seed_layers` and :attr:`FCAMConfig.seed_fusion`.
+SEED_LAYERS = ("target", "stages")
+SEED_FUSIONS = ("product", "mean")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,6 +30,10 @@ class FCAMConfig:
         seed_patch: side of the square each seed grows to.
         fg_erosion: erosion kernel applied to the Otsu foreground region.
         bg_percentile: CAM percentile below which pixels are background candidates.
+        seed_layers: which CAM the seeds come from: ``"target"`` (the wrapped method on its target
+            layers, as in the paper) or ``"stages"`` (the wrapped method evaluated separately at the
+            classifier's stages of stride 8 and 16 and at its target layers, fused by ``seed_fusion``).
+        seed_fusion: how per-stage CAMs are fused: ``"product"`` (as RefineCAM) or ``"mean"``.
         crf_weight: lambda of the dense CRF loss (sum convention, exact-valued loss; the paper's
             2e-9 was tuned on a lattice returning ~0.56x the exact value). 0 disables the term.
         sigma_xy / sigma_rgb: bilateral kernel widths (pixels / RGB levels in 0..255).
@@ -43,6 +51,8 @@ class FCAMConfig:
     seed_patch: int = 3
     fg_erosion: int = 11
     bg_percentile: float = 10.0
+    seed_layers: str = "target"
+    seed_fusion: str = "product"
     crf_weight: float = 1.1e-9
     sigma_xy: float = 100.0
     sigma_rgb: float = 15.0
@@ -67,6 +77,8 @@ class FCAMConfig:
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))
         check_choice("crf_method", self.crf_method, ("auto", "lattice", "exact"))
+        check_choice("seed_layers", self.seed_layers, SEED_LAYERS)
+        check_choice("seed_fusion", self.seed_fusion, SEED_FUSIONS)
         for name in ("n_fg", "n_bg", "seed_patch", "fg_erosion"):
             value, least = getattr(self, name), 0 if name in ("n_fg", "n_bg") else 1
             odd = name in ("seed_patch", "fg_erosion")

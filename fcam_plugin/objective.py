@@ -6,11 +6,12 @@ Knows the decoder, the feature taps, the seed source and the config; nothing of 
 from __future__ import annotations
 
 import contextlib
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from .adapters.base import CAMSource, upsample_cams
+from .adapters.base import CAMSource, normalize_per_image, upsample_cams
 from .config import FCAMConfig
 from .distributed import all_reduce_sum, global_batch_slice, rank_and_world
 from .losses.crf import dense_crf_loss
@@ -35,20 +36,29 @@ class Objective:
     Args:
         config: the loss weights and seed parameters.
         source: the wrapped CAM method, giving the CAMs the seeds are drawn from.
+        seed_layers: with ``config.seed_layers == "stages"``, the layers the wrapped method is
+            evaluated at (their CAMs fused by ``config.seed_fusion``).
     """
 
-    def __init__(self, config: FCAMConfig, source: CAMSource) -> None:
+    def __init__(self, config: FCAMConfig, source: CAMSource, seed_layers: Sequence[nn.Module] = ()) -> None:
         self.config = config
         self.source = source
+        self.seed_layers = list(seed_layers)
 
     def seed_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The map seeds are drawn from: CAMs of ``labels`` ``(B, 1, H, W)`` in [0, 1] at input size.
 
         The model's first forward pass inside this call is on ``images`` (skip features are read from it).
         """
+        size = images.shape[-2:]
+        if self.config.seed_layers == "stages" and len(self.seed_layers) > 1:
+            per_layer = [upsample_cams(c.float(), size).clamp(0, 1) for c in self.source.layer_cams(images, labels, self.seed_layers)]
+            stacked = torch.nan_to_num(torch.stack(per_layer), nan=0.0)
+            fused = stacked.prod(0) if self.config.seed_fusion == "product" else stacked.mean(0)
+            return normalize_per_image(fused).clamp(0, 1)
         low = self.source.cams(images, labels)
         # NaN CAMs (a model producing NaN) would crash seed sampling: treat them as flat, the loss flags it.
-        return torch.nan_to_num(upsample_cams(low.float(), images.shape[-2:]), nan=0.0).clamp(0, 1)
+        return torch.nan_to_num(upsample_cams(low.float(), size), nan=0.0).clamp(0, 1)
 
     def seeds(
         self, taps: FeatureTaps, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None

@@ -19,7 +19,6 @@ from torch import nn
 from .._checks import describe
 from ..config import FCAMConfig
 from ..metrics import resize_like_wsolevaluation
-from ..objective import Objective
 from ..upscaler import FCAMUpscaler
 from .classifier import accuracy, classifier_for
 from .data import AugmentedLoader, Split, render_split
@@ -119,7 +118,7 @@ def _fit(
     label = SEED_METHODS[key][0]
     up = FCAMUpscaler(model, _method_class(key), config=FCAMConfig(**s.fcam_overrides))
     with Stage(timings, f"seeds_{key}", s.progress) as stage:
-        seeds = seed_precision(Objective(up.config, up.source), test, s.batch_size, device)
+        seeds = seed_precision(up.objective(), test, s.batch_size, device)
         stage.note = f"{label} seed candidates on the object {100 * seeds['fg_precision']:.0f}%, background off it {100 * seeds['bg_precision']:.0f}%"
     curve = LearningCurve(test, s.batch_size, device, keep=s.figure_images, maps=_fcam_maps)
     count = s.fit_images or len(train)

@@ -60,9 +60,23 @@ class LibraryCAM:
             self.cam.remove_hooks()
 
 
+def _box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Sum over the ``(2r+1)^2`` window around each pixel, clipped to the image (integral image, O(1)/px)."""
+    h, w = x.shape[-2:]
+    integral = F.pad(x.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    r0, r1 = (rows - radius).clamp(0, h), (rows + radius + 1).clamp(0, h)
+    c0, c1 = (cols - radius).clamp(0, w), (cols + radius + 1).clamp(0, w)
+
+    def at(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return integral[..., r, :][..., :, c]
+
+    return at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0)
+
+
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a ``(2r+1)^2`` window, averaging only the pixels inside the image at the borders."""
-    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    return _box_sum(x, radius) / _box_sum(torch.ones_like(x[..., :1, :, :]), radius)
 
 
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:

@@ -184,11 +184,29 @@ class FCAMUpscaler:
             return self._checkpoint(decoder, training, fitted, fingerprint)
 
         result = train(
-            self.decoder, self.model, self.taps, Objective(self.config, self.source), loader, options, snapshot,
+            self.decoder, self.model, self.taps, self.objective(), loader, options, snapshot,
             device=self.device, resume=resume_state,
         )
         self.decoder, self.history, self.fitted = result.decoder, result.history, True
         return self
+
+    def objective(self) -> Objective:
+        """The training objective of this upscaler: seeds from the wrapped method, CRF, size prior."""
+        return Objective(self.config, self.source, self.seed_stage_layers())
+
+    def seed_stage_layers(self) -> list[nn.Module]:
+        """Layers the wrapped method is evaluated at for ``seed_layers="stages"``.
+
+        The classifier's stages of stride 8 and 16 (the decoder's skip taps there), then the CAM's
+        target layers; the per-layer CAMs are fused as RefineCAM fuses its layers.
+        """
+        modules = dict(self.model.named_modules())
+        stages = [modules[t.name] for t in self.taps if t.stride in (8, 16)]
+        layers: list[nn.Module] = []
+        for layer in stages + list(self.source.target_layers):
+            if all(layer is not other for other in layers):
+                layers.append(layer)
+        return layers
 
     def _epoch_callback(
         self, callback: Callable[[int, "FCAMUpscaler"], None]

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ._checks import check_choice, check_positive
-from .decoder import DEFAULT_DECODER_CHANNELS
+from . import defaults as D
+from .defaults import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SEED_FUSIONS", "SEED_LAYERS", "FCAMConfig"]
 
@@ -14,8 +15,6 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SEED_FUSIONS", "SEED_LAYERS", "FCAM
 SEED_LAYERS = ("target", "stages")
 SEED_FUSIONS = ("product", "mean")
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -45,22 +44,22 @@ class FCAMConfig:
         mean / std: normalisation of the classifier's inputs, undone to get RGB for the CRF.
     """
 
-    decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS
-    n_fg: int = 1
-    n_bg: int = 1
-    seed_patch: int = 3
-    fg_erosion: int = 11
-    bg_percentile: float = 10.0
+    decoder_channels: tuple[int, ...] = D.DECODER_CHANNELS
+    n_fg: int = D.N_FG
+    n_bg: int = D.N_BG
+    seed_patch: int = D.SEED_PATCH
+    fg_erosion: int = D.FG_EROSION
+    bg_percentile: float = D.BG_PERCENTILE
     seed_layers: str = "target"
     seed_fusion: str = "product"
-    crf_weight: float = 1.1e-9
-    sigma_xy: float = 100.0
-    sigma_rgb: float = 15.0
+    crf_weight: float = D.CRF_WEIGHT
+    sigma_xy: float = D.SIGMA_XY
+    sigma_rgb: float = D.SIGMA_RGB
     crf_method: str = "auto"
-    size_weight: float = 0.1
-    barrier_t0: float = 1.0
-    barrier_factor: float = 1.01
-    barrier_t_max: float = 10.0
+    size_weight: float = D.SIZE_WEIGHT
+    barrier_t0: float = D.BARRIER_T0
+    barrier_factor: float = D.BARRIER_FACTOR
+    barrier_t_max: float = D.BARRIER_T_MAX
     lr: float = 0.01
     momentum: float = 0.9
     nesterov: bool = True

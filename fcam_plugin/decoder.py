@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .defaults import DECODER_CHANNELS
+
 __all__ = ["DEFAULT_DECODER_CHANNELS", "UNetDecoder"]
 
-DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+DEFAULT_DECODER_CHANNELS = DECODER_CHANNELS
 
 
 class _ConvBNReLU(nn.Sequential):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import describe
+from .defaults import BG_PERCENTILE, FG_EROSION, N_BG, N_FG, SEED_PATCH
 
 __all__ = ["IGNORE_INDEX", "otsu_threshold", "sample_seeds", "seed_regions"]
 
@@ -54,7 +55,9 @@ def _pick(
     return onehot.reshape(candidates.shape)
 
 
-def seed_regions(cams: torch.Tensor, erosion_size: int = 11, bg_percentile: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
+def seed_regions(
+    cams: torch.Tensor, erosion_size: int = FG_EROSION, bg_percentile: float = BG_PERCENTILE
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Foreground and background seed candidates of CAMs ``(B, 1, H, W)``: float masks of the same shape.
 
     Foreground: above the image's Otsu threshold, eroded with an ``erosion_size`` square (the
@@ -79,11 +82,11 @@ def seed_regions(cams: torch.Tensor, erosion_size: int = 11, bg_percentile: floa
 
 def sample_seeds(
     cams: torch.Tensor,
-    n_fg: int = 1,
-    n_bg: int = 1,
-    patch_size: int = 3,
-    erosion_size: int = 11,
-    bg_percentile: float = 10.0,
+    n_fg: int = N_FG,
+    n_bg: int = N_BG,
+    patch_size: int = SEED_PATCH,
+    erosion_size: int = FG_EROSION,
+    bg_percentile: float = BG_PERCENTILE,
     generator: torch.Generator | None = None,
     batch_offset: int = 0,
     batch_total: int | None = None,

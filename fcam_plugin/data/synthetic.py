@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._checks import check_choice, describe
+from ..defaults import IMAGENET_MEAN, IMAGENET_STD
 from ..metrics import boxes_from_mask
 from .painting import FAMILIES, Canvas, class_motif
 
@@ -60,9 +61,9 @@ __all__ = [
     "SyntheticWSOL",
 ]
 
-MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+MEAN: tuple[float, float, float] = IMAGENET_MEAN
 """ImageNet channel means used for normalisation."""
-STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+STD: tuple[float, float, float] = IMAGENET_STD
 """ImageNet channel standard deviations used for normalisation."""
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: Where the class evidence lies: a small part of the object, its shape, or its whole texture.

@@ -18,6 +18,7 @@ from torch import nn
 
 from .._checks import describe
 from ..config import FCAMConfig
+from ..defaults import IMAGENET_MEAN, IMAGENET_STD
 from ..metrics import resize_like_wsolevaluation
 from ..upscaler import FCAMUpscaler
 from .classifier import accuracy, classifier_for
@@ -151,8 +152,8 @@ def _rivals(
 
 def _best_guided(s: DemoSettings, source: Any, test: Split, device: torch.device) -> tuple[MapScores, str]:
     """The guided filter of a CAM at the setting of :data:`GUIDED_GRID` with the best test PxAP."""
-    mean = torch.tensor((0.485, 0.456, 0.406), device=device).view(1, 3, 1, 1)
-    std = torch.tensor((0.229, 0.224, 0.225), device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     found = []
     for fraction, eps in GUIDED_GRID:
         radius = max(1, round(fraction * s.image_size))

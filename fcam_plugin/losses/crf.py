@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fcam_plugin._checks import check_choice, check_positive, describe
+from .._checks import check_choice, check_positive, describe
+from ..defaults import CRF_WEIGHT, SIGMA_RGB, SIGMA_XY
 
 __all__ = [
     "CRF_METHODS",
@@ -66,10 +67,8 @@ __all__ = [
 #: Accepted values of ``method``.
 CRF_METHODS = ("auto", "lattice", "exact")
 
-#: Default loss weight λ for the exact-valued loss (sum convention). The reference recipe uses
-#: λ = 2e-9 with a permutohedral filter that returns ≈ 0.56× the exact quadratic form; our loss
-#: (both paths) is calibrated to the exact value, so λ = 2e-9 × 0.56 ≈ 1.1e-9.
-DEFAULT_WEIGHT = 1.1e-9
+#: Default loss weight λ for the exact-valued loss (see :data:`fcam_plugin.defaults.CRF_WEIGHT`).
+DEFAULT_WEIGHT = CRF_WEIGHT
 
 #: ``method="auto"`` uses the exact full-resolution path up to this many pixels per image.
 EXACT_MAX_PIXELS = 64 * 64
@@ -517,8 +516,8 @@ def _check_params(sigma_xy: float, sigma_rgb: float, weight: float, method: str)
 def dense_crf_loss(
     probs: Tensor,
     images: Tensor,
-    sigma_xy: float = 100.0,
-    sigma_rgb: float = 15.0,
+    sigma_xy: float = SIGMA_XY,
+    sigma_rgb: float = SIGMA_RGB,
     weight: float = DEFAULT_WEIGHT,
     method: str = "auto",
     downsample: int | None = None,
@@ -577,8 +576,8 @@ class DenseCRFLoss(nn.Module):
 
     def __init__(
         self,
-        sigma_xy: float = 100.0,
-        sigma_rgb: float = 15.0,
+        sigma_xy: float = SIGMA_XY,
+        sigma_rgb: float = SIGMA_RGB,
         weight: float = DEFAULT_WEIGHT,
         method: str = "auto",
         downsample: int | None = None,

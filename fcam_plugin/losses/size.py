@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .._checks import check_positive, describe
+from ..defaults import BARRIER_FACTOR, BARRIER_T0, BARRIER_T_MAX
 
 __all__ = ["BarrierSchedule", "LogBarrierSize", "log_barrier", "log_barrier_size"]
 
@@ -60,7 +61,7 @@ class LogBarrierSize(nn.Module):
 class BarrierSchedule:
     """The barrier parameter t: starts at ``t0``, multiplied by ``factor`` every epoch, capped at ``t_max``."""
 
-    def __init__(self, t0: float = 1.0, factor: float = 1.01, t_max: float = 10.0) -> None:
+    def __init__(self, t0: float = BARRIER_T0, factor: float = BARRIER_FACTOR, t_max: float = BARRIER_T_MAX) -> None:
         for name, value in (("t0", t0), ("factor", factor), ("t_max", t_max)):
             check_positive(name, value)
         self.t0, self.factor, self.t_max = t0, factor, t_max

@@ -11,7 +11,10 @@ from torch.utils.data import DataLoader
 from fcam_plugin.data import (
     MEAN,
     STD,
+    VARIANTS,
     MetadataError,
+    MultiObjectWSOL,
+    SyntheticVariant,
     SyntheticWSOL,
     WSOLDataset,
     read_class_labels,
@@ -20,6 +23,7 @@ from fcam_plugin.data import (
     save_wsol_folder,
     wsol_collate,
 )
+from fcam_plugin.data.painting import FAMILIES
 from fcam_plugin.metrics import LocalizationEvaluator, boxes_from_mask
 
 
@@ -228,3 +232,42 @@ def test_missing_label_and_missing_split(tmp_path):
     with pytest.raises(ValueError, match="`image_size`"):
         _write(meta / "train" / "class_labels.txt", "a.png,0\nb.png,1\n")
         WSOLDataset(tmp_path, meta, "train", image_size=(0, 3))
+
+
+# ------------------------------------------------------------------------------------------
+# variants and the multi-object set
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_renders_objects_in_its_size_range(variant):
+    v = VARIANTS[variant]
+    ds = SyntheticWSOL(12, image_size=64, num_classes=5, seed=2, variant=variant)
+    areas = [ds.render(i).mask.mean() for i in range(len(ds))]
+    inside = [v.object_area[0] <= a <= v.object_area[1] for a in areas]
+    assert sum(inside) >= 10, areas  # 12 placement tries each; a rare miss keeps the last try
+    if v.evidence == "shape":
+        assert all(ds.render(i).family == FAMILIES.index(v.families[i % 5]) for i in range(len(ds)))
+
+
+def test_variants_differ_and_validate():
+    a = SyntheticWSOL(3, image_size=48, variant="parts")[1][0]
+    b = SyntheticWSOL(3, image_size=48, variant="camouflage")[1][0]
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError, match="`variant`"):
+        SyntheticWSOL(2, variant="nope")
+    with pytest.raises(ValueError, match="`families`"):
+        SyntheticVariant(families=("hexagon",))
+    with pytest.raises(ValueError, match="`object_area`"):
+        SyntheticVariant(object_area=(0.5, 0.2))
+
+
+def test_multi_object_masks_are_disjoint_and_match_the_labels():
+    ds = MultiObjectWSOL(8, image_size=64, num_classes=4, seed=1)
+    for i in range(len(ds)):
+        image, labels, masks = ds[i]
+        present = {int(c) for c in labels}
+        assert 2 <= len(present) == len(labels) <= 3
+        assert {c for c in range(4) if masks[c].any()} == present
+        assert float(masks.sum(0).max()) == 1.0  # no pixel belongs to two objects
+    torch.testing.assert_close(ds[3][0], ds[3][0])
+    with pytest.raises(ValueError, match="num_classes"):
+        MultiObjectWSOL(2, num_classes=2)

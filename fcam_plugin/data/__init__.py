@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .export import save_wsol_folder
+from .multi import MultiObjectSample, MultiObjectWSOL
 from .synthetic import MEAN, STD, VARIANTS, SyntheticSample, SyntheticVariant, SyntheticWSOL
 from .wsol import (
     MetadataError,
@@ -19,6 +20,8 @@ __all__ = [
     "STD",
     "VARIANTS",
     "MetadataError",
+    "MultiObjectSample",
+    "MultiObjectWSOL",
     "SyntheticSample",
     "SyntheticVariant",
     "SyntheticWSOL",

@@ -327,10 +327,12 @@ class SyntheticWSOL(Dataset):
             image = np.where(blob[..., None], tex, image)
         return image
 
-    def _place_object(self, rng: np.random.Generator, family: int) -> np.ndarray:
-        """The object mask: a shape of ``family`` whose area is in the variant's range (12 tries)."""
+    def _place_object(
+        self, rng: np.random.Generator, family: int, area: tuple[float, float] | None = None
+    ) -> np.ndarray:
+        """The object mask: a shape of ``family`` whose area is in ``area`` (default: the variant's), 12 tries."""
         s = self.image_size
-        low, high = self.variant.object_area
+        low, high = area or self.variant.object_area
         mask = np.zeros((s, s), dtype=bool)
         for _ in range(12):
             target = rng.uniform(low, high)

@@ -30,15 +30,24 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def global_batch_slice(batch_size: int) -> tuple[int, int]:
-    """(offset, total): where this process's batch sits in the global batch, in rank order."""
+def _collective_device(device: torch.device) -> torch.device:
+    """Where a collective's tensor must live: the batch's GPU under NCCL (never the current default)."""
+    if dist.get_backend() == "nccl" and device.type != "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def global_batch_slice(batch_size: int, device: torch.device | None = None) -> tuple[int, int]:
+    """(offset, total): where this process's batch sits in the global batch, in rank order.
+
+    ``device`` is the batch's device: NCCL reduces on it, so ranks that did not call
+    ``torch.cuda.set_device`` still use their own GPU.
+    """
     if not is_distributed():
         return 0, batch_size
     rank, world = rank_and_world()
-    sizes = torch.zeros(world, dtype=torch.int64)
+    sizes = torch.zeros(world, dtype=torch.int64, device=_collective_device(device or torch.device("cpu")))
     sizes[rank] = batch_size
-    if dist.get_backend() == "nccl":
-        sizes = sizes.cuda()
     dist.all_reduce(sizes)
     sizes = sizes.cpu()
     return int(sizes[:rank].sum()), int(sizes.sum())
@@ -48,9 +57,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over processes (no gradient); identity outside torch.distributed."""
     if not is_distributed():
         return tensor
-    out = tensor.detach().clone()
-    if dist.get_backend() == "nccl" and out.device.type != "cuda":
-        out = out.cuda()
+    out = tensor.detach().clone().to(_collective_device(tensor.device))
     dist.all_reduce(out)
     return out.to(tensor.device)
 

@@ -68,7 +68,7 @@ class Objective:
         taps.arm()
         cams = self.seed_cams(images, labels)
         features = taps.collect()
-        offset, total = global_batch_slice(images.shape[0])  # (0, B) outside torch.distributed
+        offset, total = global_batch_slice(images.shape[0], images.device)  # (0, B) outside torch.distributed
         seeds = sample_seeds(
             cams, cfg.n_fg, cfg.n_bg, cfg.seed_patch, cfg.fg_erosion, cfg.bg_percentile,
             generator=generator, batch_offset=offset, batch_total=total,

@@ -141,7 +141,9 @@ def sample_seeds(
     seeds = torch.full((b, *cams.shape[-2:]), IGNORE_INDEX, dtype=torch.long, device=cams.device)
     grown = []
     for region, count in ((fg_region, n_fg), (bg_region, n_bg)):
-        keys = torch.rand((total, *cams.shape[-2:]), generator=generator, device=cams.device)
+        # Drawn on the generator's device (a CPU generator with CUDA CAMs would raise), then moved.
+        draw_on = generator.device if generator is not None else cams.device
+        keys = torch.rand((total, *cams.shape[-2:]), generator=generator, device=draw_on).to(cams.device)
         keys = keys[batch_offset : batch_offset + b]
         if count == 0:
             grown.append(torch.zeros_like(region[:, 0], dtype=torch.bool))

@@ -1,4 +1,7 @@
-"""Shared fixtures and markers: `slow` tests run only with FCAM_RUN_SLOW=1, `gpu` ones only with CUDA."""
+"""Shared fixtures and markers: `slow` tests run only with FCAM_RUN_SLOW=1, `gpu` ones only with CUDA.
+
+The `device` fixture runs a test on the CPU and, where CUDA is available, again on the GPU.
+"""
 
 from __future__ import annotations
 
@@ -35,3 +38,14 @@ def _deterministic(request: pytest.FixtureRequest) -> None:
     marker = request.node.get_closest_marker("threads")
     wanted = marker.args[0] if marker else 1
     torch.set_num_threads(max(1, min(wanted, os.cpu_count() or 1)))
+
+
+#: Devices of the ``device`` fixture: CPU always, CUDA (marked ``gpu``) only where it exists, so a
+#: CPU-only machine runs every ``device`` test exactly once, as before.
+DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.gpu)] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The device a core test runs on: ``cpu``, then ``cuda`` when a CUDA device is present."""
+    return torch.device(request.param)

@@ -6,8 +6,23 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ._checks import check_choice, check_positive
-from . import defaults as D
-from .defaults import IMAGENET_MEAN, IMAGENET_STD
+from .defaults import (
+    BARRIER_FACTOR,
+    BARRIER_T0,
+    BARRIER_T_MAX,
+    BG_PERCENTILE,
+    CRF_WEIGHT,
+    DECODER_CHANNELS,
+    FG_EROSION,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    N_BG,
+    N_FG,
+    SEED_PATCH,
+    SIGMA_RGB,
+    SIGMA_XY,
+    SIZE_WEIGHT,
+)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SEED_FUSIONS", "SEED_LAYERS", "FCAMConfig"]
 
@@ -44,22 +59,22 @@ class FCAMConfig:
         mean / std: normalisation of the classifier's inputs, undone to get RGB for the CRF.
     """
 
-    decoder_channels: tuple[int, ...] = D.DECODER_CHANNELS
-    n_fg: int = D.N_FG
-    n_bg: int = D.N_BG
-    seed_patch: int = D.SEED_PATCH
-    fg_erosion: int = D.FG_EROSION
-    bg_percentile: float = D.BG_PERCENTILE
+    decoder_channels: tuple[int, ...] = DECODER_CHANNELS
+    n_fg: int = N_FG
+    n_bg: int = N_BG
+    seed_patch: int = SEED_PATCH
+    fg_erosion: int = FG_EROSION
+    bg_percentile: float = BG_PERCENTILE
     seed_layers: str = "target"
     seed_fusion: str = "product"
-    crf_weight: float = D.CRF_WEIGHT
-    sigma_xy: float = D.SIGMA_XY
-    sigma_rgb: float = D.SIGMA_RGB
+    crf_weight: float = CRF_WEIGHT
+    sigma_xy: float = SIGMA_XY
+    sigma_rgb: float = SIGMA_RGB
     crf_method: str = "auto"
-    size_weight: float = D.SIZE_WEIGHT
-    barrier_t0: float = D.BARRIER_T0
-    barrier_factor: float = D.BARRIER_FACTOR
-    barrier_t_max: float = D.BARRIER_T_MAX
+    size_weight: float = SIZE_WEIGHT
+    barrier_t0: float = BARRIER_T0
+    barrier_factor: float = BARRIER_FACTOR
+    barrier_t_max: float = BARRIER_T_MAX
     lr: float = 0.01
     momentum: float = 0.9
     nesterov: bool = True

@@ -24,7 +24,7 @@ from fcam_plugin.metrics import (
     normalize_scoremap,
     resize_like_wsolevaluation,
 )
-from fcam_plugin.metrics import _contours
+from fcam_plugin.metrics import _cv2
 
 
 # ------------------------------------------------------------------------------------------
@@ -333,7 +333,7 @@ def test_invalid_inputs(call, exc, pattern):
 # conventions, OpenCV-free path, score-map helpers
 # ------------------------------------------------------------------------------------------
 def test_components_convention_works_without_opencv(monkeypatch):
-    monkeypatch.setattr(_contours, "cv2", None)
+    monkeypatch.setattr(_cv2, "cv2", None)
     with pytest.raises(ImportError, match="convention='components'"):
         MaxBoxAccV2()
     with pytest.raises(ImportError, match="opencv"):

@@ -15,29 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._cv2 import cv2
 from .boxes import box_iou
 
-try:  # OpenCV is a dependency of grad-cam; the "components" convention works without it
-    import cv2
-except ImportError:  # pragma: no cover - exercised only where OpenCV is missing
-    cv2 = None
-
-__all__ = ["level_best", "level_contours", "require_cv2"]
+__all__ = ["level_best", "level_contours"]
 
 _LEVELS_PER_CHUNK = 32  # bounds the contours held at once (noisy maps have thousands per level)
-
-
-def require_cv2() -> None:
-    """Raise ``ImportError`` when OpenCV is missing.
-
-    Raises:
-        ImportError: ``cv2`` cannot be imported.
-    """
-    if cv2 is None:
-        raise ImportError(
-            "convention='wsolevaluation' needs OpenCV: `pip install opencv-python-headless` (grad-cam "
-            "depends on it), or pass convention='components' for the OpenCV-free approximation."
-        )
 
 
 def _foreground_extents(q: np.ndarray, lows: np.ndarray) -> np.ndarray:

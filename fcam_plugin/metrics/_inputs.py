@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .._checks import check_choice, describe
+from ._cv2 import require_cv2
 
 __all__ = ["CONVENTIONS", "check_boxes", "check_convention", "check_maps", "check_masks", "to_numpy"]
 
@@ -38,8 +39,6 @@ def check_convention(convention: object) -> str:
     """
     check_choice("convention", convention, CONVENTIONS)
     if convention == "wsolevaluation":
-        from ._contours import require_cv2
-
         require_cv2()
     return str(convention)
 

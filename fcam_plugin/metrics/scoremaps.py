@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._contours import cv2, require_cv2
+from ._cv2 import cv2, require_cv2
 from ._inputs import to_numpy
 
 __all__ = ["normalize_scoremap", "resize_like_wsolevaluation"]

@@ -1,9 +1,12 @@
 """Run the compatibility matrix (CAM method x backbone) and publish it as docs/compatibility.md.
 
 Every combination of ``tests/test_compat_matrix.py`` (methods introspected from the installed
-pytorch-grad-cam and torchcam, 11 torchvision backbones with random weights) is built, fitted for
-one step and called like the wrapped library; the outcome (pass / raises by design / fail) and the
-seed-CAM time per image (``up.cams`` on a batch of 3, after the fit step) are recorded.
+pytorch-grad-cam and torchcam x 11 torchvision backbones, and three methods x models from timm,
+the lukemelas EfficientNet packages and plain user-written modules, all with random weights) is
+built, fitted for one step and called like the wrapped library; the outcome (pass / raises by
+design / fail) and the seed-CAM time per image (``up.cams`` on a batch of 3, after the fit step)
+are recorded. Models whose package is not installed are skipped. Sections of the page marked
+``<!-- Written by hand ... -->`` are kept when it is rewritten.
 
 Usage::
 
@@ -18,6 +21,7 @@ run resumes (``--fresh`` starts over); combinations not run are shown as "not ru
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -37,7 +41,13 @@ PAGE = ROOT / "docs" / "compatibility.md"
 
 
 def is_fast(library: str, name: str, model_name: str) -> bool:
-    return model_name == matrix.FAST_MODEL or (library, name) in matrix.FAST_EVERY_MODEL
+    return matrix.is_fast(library, name, model_name)
+
+
+def installed(model_name: str) -> bool:
+    """Whether the package a model needs is importable (torchvision and user models always are)."""
+    package = matrix.MODELS[model_name].package
+    return package is None or importlib.util.find_spec(package) is not None
 
 
 def main() -> None:
@@ -55,16 +65,19 @@ def main() -> None:
     if args.retry_failed:
         results = {k: r for k, r in results.items() if r["status"] != "fail"}
     start = time.time()
-    models = args.models or list(matrix.MODELS)
+    models = set(args.models or matrix.MODELS)
     if not args.render_only:
         # fast subset first, so that a time-limited run always covers it
-        combos = [(lib, name, model) for lib, name in matrix.METHODS for model in models]
+        combos = [c for c in matrix.combinations() if c[2] in models]
         combos.sort(key=lambda c: not is_fast(*c))
         for library, name, model_name in combos:
             if args.subset == "fast" and not is_fast(library, name, model_name):
                 continue
             key = f"{library}|{name}|{model_name}"
             if key in results:
+                continue
+            if not installed(model_name):
+                print(f"{key}: skipped ({matrix.MODELS[model_name].package} is not installed)", flush=True)
                 continue
             if args.budget is not None and time.time() - start > args.budget:
                 print("budget spent; stopping", flush=True)
@@ -82,24 +95,79 @@ def main() -> None:
             results[key] = record
             CACHE.write_text(json.dumps(results, indent=1, sort_keys=True))
             print(f"{key}: {record['status']} ({record['wall_s']} s) {record['detail'][:100]}", flush=True)
-    PAGE.write_text(render(results))
+    kept = hand_written_sections(PAGE.read_text(encoding="utf-8")) if PAGE.exists() else []
+    PAGE.write_text(render(results, kept), encoding="utf-8")
     print(f"wrote {PAGE}")
 
 
-def render(results: dict[str, dict]) -> str:
-    models = list(matrix.MODELS)
-    symbol = {"pass": "✅", "raises by design": "⛔", "fail": "❌"}
+#: A section of the page whose body holds this comment was written by hand: regenerating keeps it.
+HAND_WRITTEN_MARKER = "<!-- Written by hand"
+
+
+def hand_written_sections(page: str) -> list[str]:
+    """The ``## `` sections of ``page`` that carry :data:`HAND_WRITTEN_MARKER`, verbatim, in order."""
+    sections: list[list[str]] = []
+    for line in page.splitlines():
+        if line.startswith("## "):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+    kept = ["\n".join(lines).rstrip() + "\n" for lines in sections if any(HAND_WRITTEN_MARKER in line for line in lines)]
+    return kept
+
+
+_SYMBOL = {"pass": "✅", "raises by design": "⛔", "fail": "❌"}
+
+
+def _cell(record: dict | None) -> str:
+    if record is None:
+        return ""
+    if record["status"] == "pass" and record.get("seed_s") is not None:
+        return f"✅ {record['seed_s'] * 1000:.0f}"
+    return _SYMBOL.get(record["status"], "?")
+
+
+def _counts(results: dict[str, dict], keys: list[str]) -> dict[str, int]:
     counts = {"pass": 0, "raises by design": 0, "fail": 0}
-    for record in results.values():
-        counts[record["status"]] = counts.get(record["status"], 0) + 1
-    total = len(matrix.METHODS) * len(models)
+    for key in keys:
+        if key in results:
+            status = results[key]["status"]
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def _default_layers(model_name: str) -> tuple[str, str]:
+    """(skip taps, default CAM target) that ``FCAMUpscaler(model, method)`` picks, for the page."""
+    try:
+        taps = matrix.model_taps(model_name)
+    except Exception as error:  # noqa: BLE001 - shown on the page
+        return f"{type(error).__name__}", ""
+    return ", ".join(f"`{t.name}`@{t.stride}" for t in taps), f"`{taps[-1].name}`"
+
+
+def render(results: dict[str, dict], kept: list[str] = ()) -> str:
+    torchvision_models = [spec.name for spec in matrix.TORCHVISION_MODELS]
+    combos = matrix.combinations()
+    keys = [f"{lib}|{name}|{model}" for lib, name, model in combos]
+    run = [k for k in keys if k in results]
+    counts = _counts(results, keys)
+    tv_keys = [k for k in keys if k.split("|")[2] in torchvision_models]
+    other_keys = [k for k in keys if k not in tv_keys]
+    tv_counts, other_counts = _counts(results, tv_keys), _counts(results, other_keys)
+    other_models = [spec for spec in matrix.OTHER_MODELS]
+    passing_plain = [
+        spec.name for spec in other_models
+        if not spec.layers and all(results.get(f"{lib}|{name}|{spec.name}", {}).get("status") == "pass"
+                                   for lib, name in matrix.OTHER_METHODS)
+    ]
     lines = [
         "# Compatibility matrix",
         "",
-        "Generated by `python benchmarks/compat_matrix.py` (do not edit by hand). Every CAM class exported",
-        "by the installed pytorch-grad-cam and torchcam (found by introspection) is paired with common",
-        "torchvision backbones (random weights, `weights=None`, 5 classes): `FCAMUpscaler` is built, fitted",
-        "for one step (`FCAMConfig(decoder_channels=(32, 16, 16, 8, 8))`, batch of 3) and called like the",
+        "Generated by `python benchmarks/compat_matrix.py` (do not edit by hand, except the sections marked as",
+        "written by hand, which the script keeps). Every CAM class exported by the installed pytorch-grad-cam",
+        "and torchcam (found by introspection) is paired with common torchvision backbones, and three common",
+        "methods with models from other sources (all with random weights, 5 classes): `FCAMUpscaler` is built,",
+        "fitted for one step (`FCAMConfig(decoder_channels=(32, 16, 16, 8, 8))`, batch of 3) and called like the",
         "wrapped library with batch sizes 1 and 3, `targets=None` and explicit targets; return type, dtype,",
         "shape (= input size), value range [0, 1] and the untouched model (weights, `requires_grad`, modes,",
         "`.grad`, hooks) are checked. The same checks run in `tests/test_compat_matrix.py`.",
@@ -107,9 +175,16 @@ def render(results: dict[str, dict]) -> str:
         f"Environment of this run: Python {platform.python_version()}, torch {torch.__version__}, "
         f"{_versions()}, CPU ({os.cpu_count()} cores, shared).",
         "",
-        f"**{len(results)} of {total} combinations run**: {counts['pass']} pass ✅, "
+        f"**{len(run)} of {len(keys)} combinations run**: {counts['pass']} pass ✅, "
         f"{counts['raises by design']} raise a clear error by design ⛔, {counts['fail']} fail ❌; "
         "blank cells were not run (time budget; run the script to fill them).",
+        "",
+        f"- torchvision: {tv_counts['pass']} pass, {tv_counts['raises by design']} raise by design, "
+        f"{tv_counts['fail']} fail, of {len(tv_keys)};",
+        f"- [beyond torchvision](#beyond-torchvision): {other_counts['pass']} pass, "
+        f"{other_counts['raises by design']} raise by design, {other_counts['fail']} fail, of {len(other_keys)}; "
+        f"**{len(passing_plain)} non-torchvision architectures pass every method with `FCAMUpscaler(model, method)` "
+        "and no layer arguments**.",
         "",
         "Cells show the seed-CAM time per image in milliseconds (the wrapped method computing the CAM of",
         "the ground-truth class during `fit`, CPU, load-dependent: compare within a column only).",
@@ -118,21 +193,48 @@ def render(results: dict[str, dict]) -> str:
         "sample counts to keep the CPU run short; vit_b_16 / swin_t use grad-cam style",
         "`reshape_transform`s (see [transformers](transformers.md)).",
         "",
-        "| library | method | " + " | ".join(models) + " |",
-        "|---|---|" + "---|" * len(models),
+        "## torchvision",
+        "",
+        "| library | method | " + " | ".join(torchvision_models) + " |",
+        "|---|---|" + "---|" * len(torchvision_models),
     ]
     for library, name in matrix.METHODS:
-        cells = []
-        for model_name in models:
-            record = results.get(f"{library}|{name}|{model_name}")
-            if record is None:
-                cells.append("")
-            elif record["status"] == "pass" and record.get("seed_s") is not None:
-                cells.append(f"✅ {record['seed_s'] * 1000:.0f}")
-            else:
-                cells.append(symbol.get(record["status"], "?"))
+        cells = [_cell(results.get(f"{library}|{name}|{model_name}")) for model_name in torchvision_models]
         lines.append(f"| {library} | {name} | " + " | ".join(cells) + " |")
-    notes = [(k, r) for k, r in sorted(results.items()) if r["status"] != "pass"]
+    lines += [
+        "",
+        "## Beyond torchvision",
+        "",
+        "Models as users bring them: [timm](https://github.com/huggingface/pytorch-image-models)",
+        "(`timm.create_model(name, pretrained=False)`), the lukemelas-style EfficientNets of",
+        "`efficientnet-pytorch` 0.7.1 and `efficientnet-lite-pytorch` (`EfficientNet.from_name`), and plain",
+        "modules written in `tests/test_compat_matrix.py`: an `nn.Sequential`, nested `nn.Sequential` stages,",
+        "a `forward` with functional `F.relu` and a global **max**-pool head, one `self.relu` module shared by",
+        "every block (the layout of the lukemelas EfficientNets), an `AdaptiveMaxPool2d` head and a",
+        "**convolutional** head (a 1x1 convolution to class maps, averaged). Install the third-party ones with",
+        "`pip install \"fcam-plugin[models]\"`; without them these rows of the test skip.",
+        "",
+        "The constructor gets no layer arguments (except where the *needs* column says otherwise, as",
+        "grad-cam itself needs for transformers): the skip taps and the CAM's target layer (the deepest tap)",
+        "are found by probing, never a module that runs more than once per forward pass.",
+        "",
+        "| model | source | input | " + " | ".join(f"{lib} {name}" for lib, name in matrix.OTHER_METHODS)
+        + " | skip taps found | default CAM target | needs |",
+        "|---|---|---|" + "---|" * len(matrix.OTHER_METHODS) + "---|---|---|",
+    ]
+    for spec in other_models:
+        cells = [_cell(results.get(f"{lib}|{name}|{spec.name}")) for lib, name in matrix.OTHER_METHODS]
+        if not installed(spec.name):
+            taps, target = f"({spec.package} not installed)", ""
+        else:
+            taps, target = _default_layers(spec.name)
+            if spec.layers:
+                target = "(given)"
+        lines.append(
+            f"| {spec.name.split('/', 1)[-1]} | {spec.source} | {spec.size} px | " + " | ".join(cells)
+            + f" | {taps} | {target} | {spec.layers or 'nothing'} |"
+        )
+    notes = [(k, results[k]) for k in sorted(run) if results[k]["status"] != "pass"]
     if notes:
         lines += ["", "## Errors", "", "| combination | outcome | message |", "|---|---|---|"]
         for key, record in notes:
@@ -148,16 +250,20 @@ def render(results: dict[str, dict]) -> str:
         "- **torchcam CAM** weights the target layer with the classifier's single `nn.Linear`; models",
         "  with several linear layers (VGG, MobileNetV3, transformers) make torchcam raise `ValueError`",
         "  (pass `fc_layer=` to choose one).",
+        "- **A layer that runs more than once per forward pass** (one activation module shared by the stem",
+        "  and the head, as `_swish` in the lukemelas EfficientNets) is never picked automatically; given",
+        "  as `target_layers` or `skip_layers` it raises `ValueError` naming it, the shapes of its calls and",
+        "  the layers that run once next to it: a hook cannot tell its calls apart.",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "".join("\n" + section for section in kept)
 
 
 def _versions() -> str:
     import importlib.metadata as md
 
     out = []
-    for dist in ("torchvision", "grad-cam", "torchcam"):
+    for dist in ("torchvision", "grad-cam", "torchcam", "timm", "efficientnet-pytorch", "efficientnet-lite-pytorch"):
         try:
             out.append(f"{dist} {md.version(dist)}")
         except md.PackageNotFoundError:

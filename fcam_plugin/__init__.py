@@ -10,7 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import CheckpointError, MetadataError, NoCapturedInputError, NoSpatialFeaturesError, NotFittedError
+from .errors import (
+    CheckpointError,
+    MetadataError,
+    NoCapturedInputError,
+    NoSpatialFeaturesError,
+    NotFittedError,
+    TapMismatchError,
+)
 
 if TYPE_CHECKING:
     from .config import FCAMConfig
@@ -33,6 +40,7 @@ __all__ = [
     "NoCapturedInputError",
     "NoSpatialFeaturesError",
     "NotFittedError",
+    "TapMismatchError",
     "__version__",
     "colorize",
     "overlay",

@@ -26,6 +26,7 @@ __all__ = [
     "check_classifier",
     "classifier_fingerprint",
     "clean_state_dict",
+    "head_outputs",
     "read_checkpoint",
     "read_state_dict",
 ]
@@ -35,24 +36,89 @@ SCHEMA_VERSION = 1
 _REQUIRED_KEYS = ("format", "schema_version", "config", "taps", "classifier", "decoder")
 
 
-def classifier_fingerprint(model: nn.Module) -> dict[str, str]:
-    """Hashes of the classifier's architecture (names, shapes, dtypes) and of its weights."""
+def classifier_fingerprint(model: nn.Module) -> dict[str, Any]:
+    """Hashes of the classifier's architecture (names, shapes, dtypes) and of its weights.
+
+    Also records the model's class and the shape of every tensor of its ``state_dict``, so that a
+    mismatch can say which tensors differ (checkpoints without them still load; only the hashes
+    are compared).
+    """
     arch, weights = hashlib.sha256(), hashlib.sha256()
+    shapes: dict[str, list[int]] = {}
     for name, tensor in model.state_dict().items():
         arch.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        shapes[name] = [int(d) for d in tensor.shape]
         if tensor.is_floating_point():
             weights.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return {"architecture": arch.hexdigest()[:16], "weights": weights.hexdigest()[:16]}
+    return {
+        "architecture": arch.hexdigest()[:16],
+        "weights": weights.hexdigest()[:16],
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "shapes": shapes,
+    }
+
+
+def _shape_differences(saved: dict[str, Any], current: dict[str, Any], limit: int = 4) -> str:
+    """What differs between two fingerprints' tensors, in words; empty when the saved one has no shapes."""
+    old, new = saved.get("shapes"), current["shapes"]
+    if not isinstance(old, dict):
+        return ""
+    parts = []
+    if saved.get("class") and saved["class"] != current["class"]:
+        parts.append(f"the checkpoint's classifier is a {saved['class']}, this one a {current['class']}")
+    changed = [k for k in new if k in old and list(old[k]) != new[k]]
+    if changed:
+        listed = ", ".join(f"{k} {list(old[k])} vs {new[k]}" for k in changed[:limit])
+        more = f" and {len(changed) - limit} more" if len(changed) > limit else ""
+        parts.append(f"tensor shapes differ (checkpoint vs this model): {listed}{more}")
+    missing, extra = [k for k in old if k not in new], [k for k in new if k not in old]
+    if missing or extra:
+        parts.append(
+            f"{len(missing)} tensor(s) only in the checkpoint's classifier (e.g. {missing[:3]}), "
+            f"{len(extra)} only in this one (e.g. {extra[:3]})"
+        )
+    head = head_outputs(saved, current)
+    if head is not None:
+        parts.append(f"the classifier head: {head[0]} outputs in the checkpoint vs {head[1]} here")
+    return "; ".join(parts)
+
+
+def head_outputs(saved: dict[str, Any], current: dict[str, Any]) -> tuple[int, int] | None:
+    """``(saved, current)`` output counts when the two classifiers differ only in their last layer's outputs.
+
+    That is the signature of a different number of classes: the last 2-D (or 4-D 1x1) weight and
+    its bias differ in their first dimension, every other tensor is the same.
+    """
+    old, new = saved.get("shapes"), current["shapes"]
+    if not isinstance(old, dict) or list(old) != list(new):
+        return None
+    changed = [k for k in new if list(old[k]) != new[k]]
+    if not changed:
+        return None
+    weights = [k for k in changed if len(new[k]) >= 2]
+    if len(weights) != 1:
+        return None
+    key = weights[0]
+    prefix = key.rsplit(".", 1)[0]
+    if any(not k.startswith(prefix + ".") for k in changed) or list(old[key][1:]) != new[key][1:]:
+        return None
+    return int(old[key][0]), int(new[key][0])
 
 
 def check_classifier(state: dict[str, Any], model: nn.Module, path: object, check_weights: bool) -> None:
-    """Raise ``CheckpointError`` unless the checkpoint's classifier fingerprint matches ``model``."""
+    """Raise ``CheckpointError`` unless the checkpoint's classifier fingerprint matches ``model``.
+
+    For checkpoints that record tensor shapes, the message says which tensors differ (e.g. the
+    head: 2 vs 3 outputs, i.e. a different number of classes).
+    """
     saved = state["classifier"] if isinstance(state["classifier"], dict) else {}
     current = classifier_fingerprint(model)
     if saved.get("architecture") != current["architecture"]:
+        details = _shape_differences(saved, current)
         raise CheckpointError(
             f"checkpoint {str(path)!r} was made for a different classifier architecture "
-            f"(fingerprint {saved.get('architecture')}, this model has {current['architecture']})."
+            f"(fingerprint {saved.get('architecture')}, this model has {current['architecture']})"
+            + (f": {details}." if details else ".")
         )
     if check_weights and saved.get("weights") != current["weights"]:
         raise CheckpointError(

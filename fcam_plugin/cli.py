@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import json
 import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 if TYPE_CHECKING:  # heavy imports stay lazy: `fcam --help` must be fast
     import torch
@@ -51,6 +52,12 @@ examples:
            --method CAM --epochs 50 --out fcam_cub.pt
   fcam fit --arch resnet18 --num-classes 2 --data my_images/ --epochs 1 --out tiny.pt  # random weights: testing only
   fcam fit ... --out fcam_cub.pt --resume            # continue an interrupted run
+  fcam fit --model mypkg.models:build --data photos/ --labels predicted \\
+           --target-layer _bn1 --skip-layer _bn0 --skip-layer _blocks.2 --skip-layer _blocks.4
+
+The skip layers (decoder inputs) and the CAM's target layer are found by probing the model; a
+module that runs more than once per forward pass (e.g. one activation shared by stem and head) is
+never chosen, and is refused when given. --target-layer and --skip-layer can be given separately.
 
 Images are resized to ~8/7 of --image-size, randomly cropped to --image-size and flipped
 (the paper's recipe), then normalised with the config's mean/std (ImageNet by default).
@@ -62,7 +69,9 @@ example:
                --checkpoint fcam_cub.pt --images photos/ --out maps/
 
 For every image <name>.<ext> under --images, writes <out>/<name>.npy (float32 (H, W) in [0, 1]
-at the image's original size) and <out>/<name>.png (the map blended over the image).
+at the image's original size) and <out>/<name>.png (the map blended over the image, as
+fcam_plugin.overlay draws it), and one gallery of all overlays, <out>/index.html (open it in a
+browser), with each image's top-1 class and score. Images are read and explained in batches.
 """
 
 _EPILOG_EVAL = """\
@@ -88,7 +97,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_model_args(parser: argparse.ArgumentParser, method_default: str | None) -> None:
+def _add_model_args(parser: argparse.ArgumentParser, method_default: str | None, skip_layers: bool = False) -> None:
+    """The classifier's flags; ``skip_layers`` adds ``--skip-layer`` (fit: explain and eval read the checkpoint's)."""
     group = parser.add_argument_group("classifier (frozen; same flags for fit, explain and eval)")
     source = group.add_mutually_exclusive_group()
     source.add_argument(
@@ -102,7 +112,8 @@ def _add_model_args(parser: argparse.ArgumentParser, method_default: str | None)
     group.add_argument(
         "--weights", metavar="PATH",
         help="state_dict file loaded with torch.load(weights_only=True), strictly; 'none' or "
-        "absent = random initialisation (fixed seed), meant for testing only",
+        "absent = --arch's random initialisation (fixed seed, meant for testing only), or the weights the "
+        "--model callable loaded",
     )
     group.add_argument(
         "--num-classes", type=_positive_int, metavar="N",
@@ -118,6 +129,12 @@ def _add_model_args(parser: argparse.ArgumentParser, method_default: str | None)
         "--target-layer", action="append", metavar="NAME",
         help="dotted name of a CAM target layer, e.g. layer4 (repeatable; default: found automatically)",
     )
+    if skip_layers:
+        group.add_argument(
+            "--skip-layer", action="append", metavar="NAME",
+            help="dotted name of a layer read as a decoder skip feature, e.g. layer2 (repeatable, at most one "
+            "per stride; default: found automatically; explain and eval read them from the checkpoint)",
+        )
     group.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
     group.add_argument(
         "--image-size", type=_positive_int, default=224, metavar="PX",
@@ -157,8 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of errors")
     commands = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
-    formatter = argparse.RawDescriptionHelpFormatter
+    _add_demo(commands)
+    _add_fit(commands)
+    _add_explain(commands)
+    _add_eval(commands)
+    return parser
 
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def _add_demo(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="train and evaluate F-CAM on a synthetic dataset; writes a report",
         description="End-to-end demo on the synthetic WSOL dataset: trains a classifier, fits F-CAM, "
@@ -171,14 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(demo)
     demo.set_defaults(func=_cmd_demo)
 
+
+def _add_fit(commands: Any) -> None:
     fit = commands.add_parser(
         "fit", help="train the F-CAM decoder on a frozen classifier", epilog=_EPILOG_FIT,
         description="Train the F-CAM decoder on top of a frozen classifier and write a checkpoint. "
-        "Only image-level labels are used.", formatter_class=formatter,
+        "Only image-level labels are used.", formatter_class=_FORMATTER,
     )
-    _add_model_args(fit, DEFAULT_METHOD)
+    _add_model_args(fit, DEFAULT_METHOD, skip_layers=True)
     data = fit.add_argument_group("training data (one of --data or --wsol-data)")
     data.add_argument("--data", metavar="DIR", help="torchvision ImageFolder: DIR/<class>/<image>")
+    data.add_argument(
+        "--labels", choices=("folder", "predicted"), default="folder",
+        help="labels of --data images: their class folder's index (default), or the classifier's own top-1 "
+        "class of each image ('predicted': for a pretrained model and unlabelled photos in one folder DIR/any/)",
+    )
     _add_wsol_args(data, "train")
     train = fit.add_argument_group("training")
     train.add_argument("--out", default="fcam.pt", metavar="PATH", help="checkpoint to write (default fcam.pt)")
@@ -201,9 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(fit)
     fit.set_defaults(func=_cmd_fit)
 
+
+def _add_explain(commands: Any) -> None:
     explain = commands.add_parser(
-        "explain", help="write F-CAM maps (.npy) and overlays (.png) for a folder of images",
-        epilog=_EPILOG_EXPLAIN, formatter_class=formatter,
+        "explain", help="write F-CAM maps (.npy), overlays (.png) and a gallery for a folder of images",
+        epilog=_EPILOG_EXPLAIN, formatter_class=_FORMATTER,
         description="Compute F-CAM maps for every image of a folder, batch by batch.",
     )
     _add_model_args(explain, None)
@@ -219,9 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(explain)
     explain.set_defaults(func=_cmd_explain)
 
+
+def _add_eval(commands: Any) -> None:
     evaluate = commands.add_parser(
         "eval", help="localization metrics (PxAP, MaxBoxAcc, MaxBoxAccV2) on a wsolevaluation dataset",
-        epilog=_EPILOG_EVAL, formatter_class=formatter,
+        epilog=_EPILOG_EVAL, formatter_class=_FORMATTER,
         description="Evaluate F-CAM maps (and optionally the bilinear CAM baseline) with the "
         "wsolevaluation protocol; prints a table and writes JSON.",
     )
@@ -238,7 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate only the first N images")
     _add_common(evaluate)
     evaluate.set_defaults(func=_cmd_eval)
-    return parser
 
 
 # ---------------------------------------------------------------------------------- main
@@ -321,22 +357,24 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     config = FCAMConfig.from_dict({**FCAMConfig().to_dict(), **_parse_overrides(args.overrides)})
     device = _device(args.device)
     device = _init_distributed(device)
-    loader = _train_loader(args, config)
     model = _build_model(args, device)
+    loader = _train_loader(args, config, model, device)
     resume = None
     if args.resume is not None:
         resume = args.resume or args.out
         if not os.path.isfile(resume):
             raise UsageError(f"--resume: no checkpoint at {resume!r} to continue from")
-    upscaler = FCAMUpscaler(
-        model, args.method, _target_layers(model, args.target_layer), config=config
-    )
-    with upscaler:
-        upscaler.fit(
-            loader, epochs=args.epochs, seed=args.seed, progress=not args.no_progress,
-            checkpoint=args.out, checkpoint_every=args.checkpoint_every, resume=resume,
-            max_steps=args.max_steps, amp=args.amp,
+    with _layer_flags():
+        upscaler = FCAMUpscaler(
+            model, args.method, _target_layers(model, args.target_layer), skip_layers=args.skip_layer or None,
+            config=config,
         )
+        with upscaler:
+            upscaler.fit(
+                loader, epochs=args.epochs, seed=args.seed, progress=not args.no_progress,
+                checkpoint=args.out, checkpoint_every=args.checkpoint_every, resume=resume,
+                max_steps=args.max_steps, amp=args.amp,
+            )
     if _destroy_distributed() != 0:
         return 0  # rank 0 reports
     last = upscaler.history[-1] if upscaler.history else {}
@@ -346,11 +384,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
     from torch.utils.data import DataLoader
 
     from .data.folders import ImageFiles
+    from .progress import progress_bar
 
     device = _device(args.device)
     model = _build_model(args, device)
@@ -358,26 +395,96 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     dataset = ImageFiles(args.images, _eval_transform(args.image_size, upscaler.config))
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     out = Path(args.out)
-    written = 0
-    with upscaler, _bar(len(dataset), "explain", not args.no_progress) as bar:
+    entries: list[dict[str, Any]] = []
+    with upscaler, progress_bar(not args.no_progress, len(dataset), "explain", unit="img") as bar:
         for images, indices in loader:
-            maps = upscaler.maps(images)
-            for fmap, index in zip(maps, indices.tolist()):
-                rel = dataset.files[index]
-                original = dataset.open(index)
-                full = torch.nn.functional.interpolate(
-                    fmap[None, None].float(), size=(original.height, original.width),
-                    mode="bilinear", align_corners=False,
-                )[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
-                target = out / rel.with_suffix("")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                np.save(target.with_name(target.name + ".npy"), full)
-                if not args.no_png:
-                    _overlay(original, full, args.alpha).save(target.with_name(target.name + ".png"))
-                written += 1
+            with _captured_scores(model) as scores:
+                maps = upscaler.maps(images)
+            top = _top1(scores[0] if scores else None, len(indices))
+            for fmap, index, (label, score) in zip(maps, indices.tolist(), top):
+                entries.append(_write_map(dataset, index, fmap, out, args, label, score))
             bar.update(len(indices))
-    print(f"{written} map(s) written to {out}")
+    message = f"{len(entries)} map(s) written to {out}"
+    if not args.no_png:
+        gallery = _write_gallery(out, entries, f"{upscaler.source.method_name} + F-CAM")
+        message += f"; gallery: {gallery}"
+    print(message)
     return 0
+
+
+def _write_map(
+    dataset: Any, index: int, fmap: "torch.Tensor", out: Path, args: argparse.Namespace, label: int | None,
+    score: float | None,
+) -> dict[str, Any]:
+    """Write ``<out>/<name>.npy`` (and ``.png`` overlay) for one image; returns its gallery entry."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .visualize import overlay
+
+    rel = dataset.files[index]
+    original = dataset.open(index)
+    full = torch.nn.functional.interpolate(
+        fmap[None, None].float(), size=(original.height, original.width), mode="bilinear", align_corners=False,
+    )[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
+    target = out / rel.with_suffix("")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.save(target.with_name(target.name + ".npy"), full)
+    png = target.with_name(target.name + ".png")
+    if not args.no_png:
+        Image.fromarray(overlay(np.asarray(original), full, image_weight=args.alpha)).save(png)
+    return {"name": str(rel), "png": png.relative_to(out).as_posix(), "label": label, "score": score}
+
+
+def _write_gallery(out: Path, entries: Sequence[dict[str, Any]], title: str) -> Path:
+    """One ``index.html`` showing every overlay with its file name and top-1 class (relative links)."""
+    import html
+
+    cards = []
+    for entry in entries:
+        caption = html.escape(entry["name"])
+        if entry["label"] is not None:
+            caption += f"<br><small>top-1 class {entry['label']} ({entry['score']:.2f})</small>"
+        link = html.escape(entry["png"], quote=True)
+        cards.append(
+            f'<figure><a href="{link}"><img src="{link}" loading="lazy" alt="{html.escape(entry["name"], quote=True)}">'
+            f"</a><figcaption>{caption}</figcaption></figure>"
+        )
+    page = (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + html.escape(title) + "</title>\n<style>"
+        "body{font-family:sans-serif;margin:1em}main{display:flex;flex-wrap:wrap;gap:12px}"
+        "figure{margin:0;width:224px}img{width:224px;height:auto;display:block}"
+        "figcaption{font-size:13px;word-break:break-all}</style></head>\n<body><h1>" + html.escape(title) + "</h1>"
+        f"<p>{len(entries)} image(s); each map is blended over its image (red: foreground).</p>\n<main>\n"
+        + "\n".join(cards) + "\n</main></body></html>\n"
+    )
+    path = out / "index.html"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def _captured_scores(model: "nn.Module") -> Iterator[list[Any]]:
+    """The outputs of the model's forward passes inside the block (its hook is removed on exit)."""
+    outputs: list[Any] = []
+    handle = model.register_forward_hook(lambda module, inputs, output: outputs.append(output))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+def _top1(scores: Any, count: int) -> list[tuple[int | None, float | None]]:
+    """(class, softmax score) per image from class scores ``(B, K)``; (None, None) for other outputs."""
+    import torch
+
+    if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[0] != count:
+        return [(None, None)] * count
+    probs = scores.detach().float().softmax(1)
+    values, labels = probs.max(1)
+    return list(zip(labels.tolist(), values.tolist()))
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -403,7 +510,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     evaluators = {"fcam": LocalizationEvaluator(args.num_thresholds)}
     if args.baseline:
         evaluators["cam"] = LocalizationEvaluator(args.num_thresholds)
-    with upscaler, _bar(len(dataset), "eval", not args.no_progress) as bar:
+    from .progress import progress_bar
+
+    with upscaler, progress_bar(not args.no_progress, len(dataset), "eval", unit="img") as bar:
         for images, labels, extra in loader:
             maps = {"fcam": upscaler.maps(images)}
             if args.baseline:
@@ -563,7 +672,7 @@ def _build_model(args: argparse.Namespace, device: "torch.device") -> "nn.Module
                 f"{missing[:3]}, {len(unexpected)} unexpected key(s) {unexpected[:3]}"
                 + ("; check --num-classes" if any("fc" in k or "classifier" in k or "head" in k for k in missing + unexpected) else "")
             )
-    else:
+    elif not args.model:  # a --model callable may load its own weights
         print(f"{PROG}: warning: no --weights: random classifier weights (testing only)", file=sys.stderr)
     return model.to(device).eval()
 
@@ -609,6 +718,24 @@ def _target_layers(model: "nn.Module", names: Sequence[str] | None) -> list["nn.
     return layers
 
 
+#: The library's layer arguments and the command-line flags that set them.
+_LAYER_FLAGS = {"`skip_layers`": "--skip-layer", "`target_layers`": "--target-layer"}
+
+
+@contextlib.contextmanager
+def _layer_flags() -> Iterator[None]:
+    """Errors about the layer arguments (bad, repeated or mismatched layers), reworded with the CLI's flags."""
+    try:
+        yield
+    except ValueError as error:  # TapMismatchError and NoSpatialFeaturesError included
+        text = str(error)
+        if not any(argument in text for argument in _LAYER_FLAGS):
+            raise
+        for argument, flag in _LAYER_FLAGS.items():
+            text = text.replace(argument, flag)
+        raise UsageError(text) from None
+
+
 def _checkpoint_method(path: str) -> str:
     from .checkpoint import read_checkpoint
 
@@ -633,7 +760,30 @@ def _load_upscaler(args: argparse.Namespace, model: "nn.Module") -> "FCAMUpscale
     except CheckpointError as error:
         if "check_weights=False" in str(error):
             raise CheckpointError(f"{error} (on the command line: --no-weights-check)") from None
+        if "different classifier architecture" in str(error):
+            hint = _architecture_hint(args, model)
+            if hint:
+                raise CheckpointError(f"{str(error).rstrip('.')}; {hint}") from None
         raise
+
+
+def _architecture_hint(args: argparse.Namespace, model: "nn.Module") -> str:
+    """Which flag fixes a checkpoint made for another classifier: --num-classes N, or --arch / --model."""
+    from .checkpoint import classifier_fingerprint, head_outputs, read_checkpoint
+
+    saved = read_checkpoint(args.checkpoint).get("classifier")
+    if not isinstance(saved, dict) or not isinstance(saved.get("shapes"), dict):
+        return "check --arch / --model and --num-classes (the checkpoint is too old to say which tensors differ)"
+    head = head_outputs(saved, classifier_fingerprint(model))
+    if head is not None:
+        if args.model:
+            return f"--model must build the classifier with {head[0]} outputs, as at fit time (it has {head[1]})"
+        return f"pass --num-classes {head[0]} (as at fit time; this classifier has {head[1]} outputs)"
+    trained_on = saved.get("class", "another architecture")
+    return (
+        f"the checkpoint was fitted on a {trained_on}: pass the --arch (or --model) and --num-classes used "
+        f"with `fcam fit`, not {('--model ' + args.model) if args.model else '--arch ' + (args.arch or 'resnet50')}"
+    )
 
 
 def _to_tensor(config: Any) -> Any:
@@ -648,7 +798,8 @@ def _eval_transform(size: int, config: Any) -> Any:
     return T.Compose([T.Resize((size, size)), _to_tensor(config)])
 
 
-def _train_loader(args: argparse.Namespace, config: Any) -> Any:
+def _train_loader(args: argparse.Namespace, config: Any, model: "nn.Module", device: "torch.device") -> Any:
+    """The augmented training loader of --data / --wsol-data (labels: the folders', or --labels predicted)."""
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
 
@@ -663,6 +814,11 @@ def _train_loader(args: argparse.Namespace, config: Any) -> Any:
             raise UsageError(f"--data: folder {args.data!r} does not exist")
         dataset = ImageFolder(args.data, transform=T.Compose([T.Resize((resized, resized)), augment]))
         classes = len(dataset.classes)
+        if args.labels == "predicted" and len(dataset):
+            _relabel_with_predictions(dataset, model, device, args, config)
+            classes = 0  # the model's own classes: always in range
+    elif args.labels == "predicted":
+        raise UsageError("--labels predicted works with --data DIR; --wsol-data takes its labels from the metadata")
     else:
         from .data.wsol import WSOLDataset, wsol_collate
 
@@ -688,38 +844,31 @@ def _train_loader(args: argparse.Namespace, config: Any) -> Any:
     )
 
 
-class _bar:
-    """tqdm over images, or nothing."""
+def _relabel_with_predictions(
+    dataset: Any, model: "nn.Module", device: "torch.device", args: argparse.Namespace, config: Any
+) -> None:
+    """Replace an ImageFolder's labels by the classifier's top-1 class of each (resized, un-augmented) image."""
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
 
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.tqdm = None
-        if enabled:
-            from tqdm.auto import tqdm
+    from .progress import progress_bar
 
-            self.tqdm = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        if self.tqdm is not None:
-            self.tqdm.update(n)
-
-    def __enter__(self) -> "_bar":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.tqdm is not None:
-            self.tqdm.close()
-
-
-def _overlay(image: Any, fmap: Any, alpha: float) -> Any:
-    """The map in the 'jet' colormap blended over the image (PIL RGB)."""
-    import numpy as np
-    from matplotlib import colormaps
-    from PIL import Image
-
-    heat = colormaps["jet"](fmap)[..., :3]
-    rgb = np.asarray(image, dtype=np.float32) / 255.0
-    blended = alpha * rgb + (1.0 - alpha) * heat
-    return Image.fromarray((blended * 255 + 0.5).clip(0, 255).astype(np.uint8))
+    plain = ImageFolder(dataset.root, transform=_eval_transform(args.image_size, config))
+    loader = DataLoader(plain, batch_size=args.batch_size, num_workers=args.workers)
+    predicted: list[int] = []
+    with torch.no_grad(), progress_bar(not args.no_progress, len(plain), "labels", unit="img") as bar:
+        for images, _ in loader:
+            scores = model(images.to(device))
+            if not isinstance(scores, torch.Tensor) or scores.ndim != 2:
+                raise UsageError(f"--labels predicted needs class scores (B, K) from the model, got {type(scores).__name__}")
+            predicted += scores.argmax(1).tolist()
+            bar.update(len(images))
+    dataset.samples = [(path, label) for (path, _), label in zip(dataset.samples, predicted)]
+    dataset.imgs, dataset.targets = dataset.samples, predicted
+    counts = sorted(((predicted.count(c), c) for c in set(predicted)), reverse=True)
+    common = ", ".join(f"{c} ({n})" for n, c in counts[:5])
+    print(f"labels: the classifier's top-1 class of each image: {len(counts)} distinct, most common {common}")
 
 
 def _label(name: str, method: str) -> str:

@@ -13,6 +13,7 @@ __all__ = [
     "NoCapturedInputError",
     "NoSpatialFeaturesError",
     "NotFittedError",
+    "TapMismatchError",
 ]
 
 
@@ -27,6 +28,14 @@ class CheckpointError(ValueError):
 
 class NoSpatialFeaturesError(ValueError):
     """Raised when a model exposes no spatial (B, C, h, w) feature map that can feed the decoder."""
+
+
+class TapMismatchError(ValueError, RuntimeError):
+    """A tapped layer's output, during a fit or a call, is not what probing the model found.
+
+    A ``ValueError`` with a message naming the layers (and a ``RuntimeError``, which is what the
+    decoder's convolution would otherwise raise, without naming anything).
+    """
 
 
 class NoCapturedInputError(ValueError, RuntimeError, AssertionError):

@@ -27,7 +27,7 @@ from .config import FCAMConfig
 from .decoder import UNetDecoder
 from .errors import CheckpointError, NotFittedError
 from .objective import Objective
-from .taps import FeatureTaps, Tap, find_taps, infer_in_channels, taps_from_layers
+from .taps import FeatureTaps, Tap, check_called_once, infer_in_channels, plan_taps
 from .training import FitOptions, train
 
 __all__ = ["FCAMUpscaler", "model_device"]
@@ -106,13 +106,17 @@ class FCAMUpscaler:
         self.config = config or FCAMConfig()
         self.device = model_device(model)
         self.in_channels = infer_in_channels(model)
-        self.taps: list[Tap] = taps_from_layers(model, skip_layers) if skip_layers else find_taps(model)
+        # One probe serves the skip taps (given or found) and the check of the CAM's target layers.
+        taps, probe = plan_taps(model, skip_layers, self.in_channels)
+        self.taps: list[Tap] = taps
         self.min_size = self.taps[-1].stride
         modules = dict(model.named_modules())
         self.source: CAMSource = build_source(
             model, method, target_layers, reshape_transform, default_layers=[modules[self.taps[-1].name]],
             min_size=self.min_size, in_channels=self.in_channels, normalize=normalize, **method_kwargs,
         )
+        owned = {id(m) for m in modules.values()}
+        check_called_once(probe, model, [m for m in self.source.target_layers if id(m) in owned], "target_layers")
         self.decoder = UNetDecoder(
             [t.channels for t in self.taps], [t.stride for t in self.taps], self.config.decoder_channels
         ).to(self.device, torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32)

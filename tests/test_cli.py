@@ -91,6 +91,106 @@ def test_explain_writes_npy_and_png(work: dict[str, Path], tmp_path: Path) -> No
         assert overlay.size == (72, 40)
 
 
+def test_explain_gallery_and_overlays(work: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fcam_plugin import overlay
+
+    out = tmp_path / "maps"
+    code = main(["explain", *MODEL, "--checkpoint", str(work["ckpt"]), "--images", str(work["folder"]),
+                 "--out", str(out), "--batch-size", "4", "--alpha", "0.3"])
+    assert code == 0
+    assert "gallery" in capsys.readouterr().out
+    page = (out / "index.html").read_text()
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert len(pngs) == 7 and all(f'src="{p}"' in page for p in pngs)
+    assert page.count("<figure>") == 7 and "top-1 class" in page
+    # the PNG is exactly fcam_plugin.overlay of the original image and the saved map
+    with Image.open(work["folder"] / "class1" / "img1.png") as image:
+        expected = overlay(np.asarray(image.convert("RGB")), np.load(out / "class1" / "img1.npy"), image_weight=0.3)
+    with Image.open(out / "class1" / "img1.png") as written:
+        assert np.array_equal(np.asarray(written), expected)
+
+
+def test_checkpoint_for_other_num_classes_names_the_head_and_the_flag(
+    work: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = ["--arch", "resnet18", "--num-classes", "3", "--image-size", str(SIZE), "--workers", "0"]
+    code = main(["explain", *model, "--checkpoint", str(work["ckpt"]), "--images", str(work["folder"]),
+                 "--out", str(tmp_path / "maps"), "--no-progress"])
+    assert code == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fcam: error")][0]
+    assert "different classifier architecture" in error
+    assert "fc.weight [2, 512] vs [3, 512]" in error and "2 outputs in the checkpoint vs 3 here" in error
+    assert "pass --num-classes 2" in error
+
+
+def test_checkpoint_for_other_arch_names_the_flag(work: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = ["--arch", "resnet34", "--num-classes", "2", "--image-size", str(SIZE), "--workers", "0"]
+    code = main(["explain", *model, "--checkpoint", str(work["ckpt"]), "--images", str(work["folder"]),
+                 "--out", str(tmp_path / "maps"), "--no-progress"])
+    assert code == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fcam: error")][0]
+    assert "torchvision.models.resnet.ResNet" in error and "not --arch resnet34" in error
+
+
+def test_fit_with_skip_and_target_layers(work: dict[str, Path], tmp_path: Path) -> None:
+    from fcam_plugin.checkpoint import read_checkpoint
+
+    out = tmp_path / "layers.pt"
+    code = main(["fit", *MODEL, "--data", str(work["folder"]), "--batch-size", "3", "--max-steps", "1",
+                 "--target-layer", "layer3", "--skip-layer", "relu", "--skip-layer", "layer2", "--out", str(out),
+                 "--no-progress"])
+    assert code == 0
+    assert [name for name, _, _ in read_checkpoint(out)["taps"]] == ["relu", "layer2"]
+
+
+def test_fit_with_predicted_labels(work: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "predicted.pt"
+    code = main(["fit", *MODEL, "--data", str(work["folder"]), "--labels", "predicted", "--batch-size", "3",
+                 "--max-steps", "1", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert "labels: the classifier's top-1 class of each image" in capsys.readouterr().out
+    assert main(["fit", *MODEL, "--wsol-data", str(work["data"]), "--wsol-metadata", str(work["meta"]),
+                 "--labels", "predicted", "--out", str(out)]) == 2
+
+
+SHARED_MODEL = """
+import torch
+from torch import nn
+
+class Net(nn.Module):  # one activation module at the stem and at the head (lukemelas EfficientNet layout)
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8)
+        self.blocks = nn.Sequential(*[nn.Sequential(nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU()) for _ in range(4)])
+        self.head, self.bn1, self.act, self.fc = nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16), nn.SiLU(), nn.Linear(16, 2)
+
+    def forward(self, x):
+        x = self.blocks(self.act(self.bn0(self.stem(x))))
+        return self.fc(self.act(self.bn1(self.head(x))).mean((2, 3)))
+
+def build():
+    torch.manual_seed(0)
+    return Net()
+"""
+
+
+def test_fit_model_with_a_shared_activation(
+    work: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "shared_model.py").write_text(SHARED_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["fit", "--model", "shared_model:build", "--image-size", str(SIZE), "--workers", "0",
+            "--data", str(work["folder"]), "--batch-size", "3", "--max-steps", "1", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "auto.pt")]) == 0  # found automatically, without `act`
+    capsys.readouterr()
+    assert main([*args, "--target-layer", "act", "--out", str(tmp_path / "bad.pt")]) == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fcam: error")][0]
+    assert "--target-layer entry 'act' (SiLU) runs 2 times per forward pass" in error
+    assert "(1, 8, 128, 128) and (1, 16, 8, 8)" in error and "['bn0', 'bn1']" in error
+    assert main([*args, "--skip-layer", "bn0", "--skip-layer", "act", "--out", str(tmp_path / "bad.pt")]) == 2
+    assert "--skip-layer entry 'act'" in capsys.readouterr().err
+
+
 def test_explain_with_model_callable(work: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_models.py").write_text(
         "import torch, torchvision\n"

@@ -1,4 +1,4 @@
-"""Compatibility matrix: every CAM class of pytorch-grad-cam and torchcam x common torchvision backbones.
+"""Compatibility matrix: CAM classes of pytorch-grad-cam and torchcam x backbones of torchvision and beyond.
 
 The methods are found by introspecting the installed libraries (nothing is hand-listed), so a new
 method shows up here on its own. Each combination builds an ``FCAMUpscaler``, runs one short fit
@@ -9,6 +9,12 @@ Default run: every method on resnet18 at 64 px, and every backbone but the two w
 inputs (inception_v3, vit_b_16) with grad-cam's GradCAMPlusPlus. The rest is marked ``slow``
 (``FCAM_RUN_SLOW=1``); ``benchmarks/compat_matrix.py`` runs everything.
 ``benchmarks/compat_matrix.py`` reuses :func:`run_combination` to publish ``docs/compatibility.md``.
+
+Beyond torchvision (``OTHER_MODELS``): timm models (``pretrained=False``), the lukemelas-style
+``efficientnet-pytorch`` and ``efficientnet-lite-pytorch``, and plain modules written here, each
+with ``OTHER_METHODS`` and no layer arguments (transformers excepted, as in torchvision). The
+third-party rows skip when their package is not installed (``pip install fcam-plugin[models]``);
+GradCAMPlusPlus on ``FAST_OTHER_MODELS`` runs by default, the rest is ``slow``.
 """
 
 from __future__ import annotations
@@ -81,38 +87,183 @@ FAST_KWARGS: dict[tuple[str, str], dict[str, Any]] = {
 # ----------------------------------------------------------------------------- models
 @dataclass(frozen=True)
 class ModelSpec:
+    """One column of the matrix.
+
+    Attributes:
+        name: the key (torchvision name, or ``source/name`` for the other sources).
+        size: side of the test inputs.
+        kwargs: constructor keywords (torchvision, timm).
+        source: ``"torchvision"``, ``"timm"``, ``"efficientnet-pytorch"``, ``"efficientnet-lite-pytorch"``
+            or ``"user"`` (plain modules written here).
+        package: import name of the third-party package the model needs (tests skip without it).
+        layers: what the combination needs beyond ``FCAMUpscaler(model, method)`` (for the page).
+    """
+
     name: str
     size: int
     kwargs: dict[str, Any] = field(default_factory=dict)
+    source: str = "torchvision"
+    package: str | None = None
+    layers: str = ""
 
 
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in [
-        ModelSpec("resnet18", 64),
-        ModelSpec("resnet50", 64),
-        ModelSpec("vgg11_bn", 64),
-        ModelSpec("densenet121", 64),
-        ModelSpec("mobilenet_v3_large", 64),
-        ModelSpec("efficientnet_b0", 64),
-        ModelSpec("convnext_tiny", 64),
-        ModelSpec("regnet_y_400mf", 64),
-        ModelSpec("inception_v3", 299, {"aux_logits": False, "init_weights": False}),
-        ModelSpec("vit_b_16", 224),
-        ModelSpec("swin_t", 64),
-    ]
-}
+def _timm(name: str, size: int = 64, layers: str = "", **kwargs: Any) -> ModelSpec:
+    return ModelSpec(f"timm/{name}", size, kwargs, "timm", "timm", layers)
+
+
+TORCHVISION_MODELS = [
+    ModelSpec("resnet18", 64),
+    ModelSpec("resnet50", 64),
+    ModelSpec("vgg11_bn", 64),
+    ModelSpec("densenet121", 64),
+    ModelSpec("mobilenet_v3_large", 64),
+    ModelSpec("efficientnet_b0", 64),
+    ModelSpec("convnext_tiny", 64),
+    ModelSpec("regnet_y_400mf", 64),
+    ModelSpec("inception_v3", 299, {"aux_logits": False, "init_weights": False}),
+    ModelSpec("vit_b_16", 224),
+    ModelSpec("swin_t", 64),
+]
+
+#: Beyond torchvision: timm (no weights), the lukemelas-style EfficientNet packages, and plain
+#: modules as users write them (nn.Sequential, a forward with functional activations, one shared
+#: ReLU module, a global max-pool head, a convolutional head).
+OTHER_MODELS = [
+    _timm("resnet18"),
+    _timm("resnet26d"),
+    _timm("efficientnet_b0"),
+    _timm("mobilenetv3_small_050"),
+    _timm("convnext_atto"),
+    _timm("regnety_002"),
+    _timm("dla34"),
+    _timm("cspresnet50"),
+    _timm("rexnet_100"),
+    _timm("ghostnet_100"),
+    _timm("mobilevit_xxs"),
+    _timm("vit_tiny_patch16_224", 224, "target `blocks[-1].norm1` + token `reshape_transform`"),
+    _timm("swin_tiny_patch4_window7_224", 224, "target `layers[-1]` + NHWC `reshape_transform`"),
+    ModelSpec("efficientnet-pytorch/efficientnet-b0", 64, {}, "efficientnet-pytorch", "efficientnet_pytorch"),
+    ModelSpec("efficientnet-lite-pytorch/efficientnet-lite0", 64, {}, "efficientnet-lite-pytorch", "efficientnet_lite_pytorch"),
+    ModelSpec("user/sequential", 64, {}, "user"),
+    ModelSpec("user/nested-stages", 64, {}, "user"),
+    ModelSpec("user/functional-relu", 64, {}, "user"),
+    ModelSpec("user/shared-relu", 64, {}, "user"),
+    ModelSpec("user/max-pool-head", 64, {}, "user"),
+    ModelSpec("user/conv-head", 64, {}, "user"),
+]
+
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in TORCHVISION_MODELS + OTHER_MODELS}
 
 _MODEL_CACHE: dict[str, nn.Module] = {}
 
 
+def _conv_bn(cin: int, cout: int, stride: int, relu: nn.Module | None = None) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), relu if relu is not None else nn.ReLU()]
+
+
+def _sequential() -> nn.Module:
+    """A flat nn.Sequential CNN (a max pool for one of its five halvings)."""
+    return nn.Sequential(
+        *_conv_bn(3, 16, 2), *_conv_bn(16, 24, 2), nn.MaxPool2d(2), *_conv_bn(24, 32, 1),
+        *_conv_bn(32, 48, 2), *_conv_bn(48, 64, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, NUM_CLASSES),
+    )
+
+
+def _nested_stages() -> nn.Module:
+    """Stages as nested nn.Sequential blocks, with a separate head module."""
+    widths = (16, 24, 32, 48, 64)
+    stages, channels = [], 3
+    for width in widths:
+        stages.append(nn.Sequential(*_conv_bn(channels, width, 2), *_conv_bn(width, width, 1)))
+        channels = width
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(channels, NUM_CLASSES))
+    return nn.Sequential(nn.Sequential(*stages), head)
+
+
+class FunctionalReLUNet(nn.Module):
+    """A user model whose forward applies ``F.relu`` (no activation modules) and a global *max* pool head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        widths = (3, 16, 24, 32, 48, 64)
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, 2, 1) for a, b in zip(widths, widths[1:]))
+        self.norms = nn.ModuleList(nn.BatchNorm2d(b) for b in widths[1:])
+        self.fc = nn.Linear(widths[-1], NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, norm in zip(self.convs, self.norms):
+            x = torch.nn.functional.relu(norm(conv(x)))
+        return self.fc(torch.amax(x, dim=(2, 3)))
+
+
+class SharedReLUNet(nn.Module):
+    """One ``self.relu`` module called after every convolution (the pattern that defeats naive hooks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relu = nn.ReLU()
+        widths = (3, 16, 24, 32, 48, 64)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b)) for a, b in zip(widths, widths[1:])
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[-1], NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = self.relu(block(x))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def _max_pool_head() -> nn.Module:
+    """Stages, then global max pooling (AdaptiveMaxPool2d) and a linear layer."""
+    layers: list[nn.Module] = []
+    for cin, cout in zip((3, 16, 24, 32, 48), (16, 24, 32, 48, 64)):
+        layers += _conv_bn(cin, cout, 2)
+    return nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(64, NUM_CLASSES))
+
+
+def _conv_head() -> nn.Module:
+    """All-convolutional: a 1x1 convolution gives class maps, averaged into scores (NiN / SqueezeNet style)."""
+    layers: list[nn.Module] = []
+    for cin, cout in zip((3, 16, 24, 32, 48), (16, 24, 32, 48, 64)):
+        layers += _conv_bn(cin, cout, 2)
+    return nn.Sequential(*layers, nn.Conv2d(64, NUM_CLASSES, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+_USER_MODELS: dict[str, Callable[[], nn.Module]] = {
+    "user/sequential": _sequential,
+    "user/nested-stages": _nested_stages,
+    "user/functional-relu": FunctionalReLUNet,
+    "user/shared-relu": SharedReLUNet,
+    "user/max-pool-head": _max_pool_head,
+    "user/conv-head": _conv_head,
+}
+
+
+def _build(spec: ModelSpec) -> nn.Module:
+    if spec.source == "torchvision":
+        return getattr(torchvision.models, spec.name)(weights=None, num_classes=NUM_CLASSES, **spec.kwargs)
+    if spec.source == "timm":
+        import timm
+
+        return timm.create_model(spec.name.split("/", 1)[1], pretrained=False, num_classes=NUM_CLASSES, **spec.kwargs)
+    if spec.source == "efficientnet-pytorch":
+        from efficientnet_pytorch import EfficientNet
+
+        return EfficientNet.from_name(spec.name.split("/", 1)[1], num_classes=NUM_CLASSES)
+    if spec.source == "efficientnet-lite-pytorch":
+        from efficientnet_lite_pytorch import EfficientNet as LiteNet
+
+        return LiteNet.from_name(spec.name.split("/", 1)[1], num_classes=NUM_CLASSES)
+    return _USER_MODELS[spec.name]()
+
+
 def build_model(name: str) -> nn.Module:
-    """Random-weight torchvision model (cached per process; every test must leave it unchanged)."""
+    """Random-weight model (cached per process; every test must leave it unchanged)."""
     if name not in _MODEL_CACHE:
-        spec = MODELS[name]
         torch.manual_seed(0)
-        model = getattr(torchvision.models, name)(weights=None, num_classes=NUM_CLASSES, **spec.kwargs)
-        _MODEL_CACHE[name] = model.eval()
+        _MODEL_CACHE[name] = _build(MODELS[name]).eval()
     return _MODEL_CACHE[name]
 
 
@@ -152,6 +303,10 @@ def layers_for(library: str, name: str, model_name: str, model: nn.Module) -> tu
         if library == "torchcam" and name == "RefineCAM":
             return [model.features[5], model.norm], swin_reshape
         return [model.norm], swin_reshape
+    if model_name == "timm/vit_tiny_patch16_224":  # grad-cam's recipe: the last block's norm1
+        return [model.blocks[-1].norm1], vit_reshape
+    if model_name == "timm/swin_tiny_patch4_window7_224":  # timm's Swin stages are channels-last too
+        return [model.layers[-1]], swin_reshape
     modules = dict(model.named_modules())
     if library == "torchcam" and name == "RefineCAM":
         return [modules[t.name] for t in model_taps(model_name)[-2:]], None
@@ -167,7 +322,7 @@ _PERTURBATION = {"ScoreCAM", "SSCAM", "ISCAM", "AblationCAM"}
 
 # ------------------------------------------------------------------- raises by design
 #: (library, method, model or "*") -> (exception type, message regex): combinations that cannot work.
-_TRANSFORMERS = ("vit_b_16", "swin_t")
+_TRANSFORMERS = ("vit_b_16", "swin_t", "timm/vit_tiny_patch16_224", "timm/swin_tiny_patch4_window7_224")
 _CNNS = [m for m in MODELS if m not in _TRANSFORMERS]
 
 
@@ -307,14 +462,35 @@ FAST_MODEL = "resnet18"
 FAST_EVERY_MODEL = {("gradcam", "GradCAMPlusPlus")}
 SLOW_MODELS = {"inception_v3", "vit_b_16"}  # 299 / 224 px inputs: minutes on a 2-core CPU
 
+#: Methods run on the models beyond torchvision (every method runs on the torchvision ones).
+OTHER_METHODS = [("gradcam", "GradCAMPlusPlus"), ("gradcam", "GradCAM"), ("torchcam", "LayerCAM")]
+#: Models beyond torchvision in the default run (GradCAMPlusPlus only): each takes under a second.
+FAST_OTHER_MODELS = {
+    "user/sequential", "user/nested-stages", "user/functional-relu", "user/shared-relu", "user/max-pool-head",
+    "user/conv-head", "efficientnet-pytorch/efficientnet-b0", "efficientnet-lite-pytorch/efficientnet-lite0",
+    "timm/resnet18", "timm/efficientnet_b0", "timm/mobilenetv3_small_050", "timm/convnext_atto", "timm/regnety_002",
+}
+
+
+def combinations() -> list[tuple[str, str, str]]:
+    """Every (library, method, model) of the matrix: all methods x torchvision, OTHER_METHODS x the rest."""
+    torchvision_names = [spec.name for spec in TORCHVISION_MODELS]
+    out = [(lib, name, model) for lib, name in METHODS for model in torchvision_names]
+    return out + [(lib, name, spec.name) for lib, name in OTHER_METHODS for spec in OTHER_MODELS]
+
+
+def is_fast(library: str, name: str, model_name: str) -> bool:
+    """Whether a combination runs by default (the rest is marked ``slow``)."""
+    if MODELS[model_name].source != "torchvision":
+        return model_name in FAST_OTHER_MODELS and (library, name) in FAST_EVERY_MODEL
+    return model_name == FAST_MODEL or ((library, name) in FAST_EVERY_MODEL and model_name not in SLOW_MODELS)
+
 
 def _params() -> list[Any]:
     out = []
-    for library, name in METHODS:
-        for model_name in MODELS:
-            fast = model_name == FAST_MODEL or ((library, name) in FAST_EVERY_MODEL and model_name not in SLOW_MODELS)
-            marks = [] if fast else [pytest.mark.slow]
-            out.append(pytest.param(library, name, model_name, marks=marks, id=f"{library}-{name}-{model_name}"))
+    for library, name, model_name in combinations():
+        marks = [] if is_fast(library, name, model_name) else [pytest.mark.slow]
+        out.append(pytest.param(library, name, model_name, marks=marks, id=f"{library}-{name}-{model_name}"))
     return out
 
 
@@ -327,5 +503,8 @@ def test_methods_are_introspected() -> None:
 
 @pytest.mark.parametrize(("library", "name", "model_name"), _params())
 def test_combination(library: str, name: str, model_name: str) -> None:
+    package = MODELS[model_name].package
+    if package is not None:
+        pytest.importorskip(package)
     outcome = run_combination(library, name, model_name)
     assert outcome.status in ("pass", "raises by design"), outcome

@@ -6,6 +6,7 @@ The `device` fixture runs a test on the CPU and, where CUDA is available, again 
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import pytest
 import torch
@@ -29,15 +30,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _deterministic(request: pytest.FixtureRequest) -> None:
+def _deterministic(request: pytest.FixtureRequest) -> Iterator[None]:
     """Seeded, and one intra-op thread: fastest for tiny models (two threads contend on 2 cores).
 
-    Tests on larger models ask for more with ``@pytest.mark.threads(2)``.
+    Tests on larger models ask for more with ``@pytest.mark.threads(2)``; one thread is restored
+    after them, so that module-scoped fixtures (set up before this fixture runs) always see one.
     """
     torch.manual_seed(0)
     marker = request.node.get_closest_marker("threads")
     wanted = marker.args[0] if marker else 1
     torch.set_num_threads(max(1, min(wanted, os.cpu_count() or 1)))
+    yield
+    torch.set_num_threads(1)
 
 
 #: Devices of the ``device`` fixture: CPU always, CUDA (marked ``gpu``) only where it exists, so a

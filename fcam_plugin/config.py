@@ -48,6 +48,8 @@ class FCAMConfig:
             layers, as in the paper) or ``"stages"`` (the wrapped method evaluated separately at the
             classifier's stages of stride 8 and 16 and at its target layers, fused by ``seed_fusion``).
         seed_fusion: how per-stage CAMs are fused: ``"product"`` (as RefineCAM) or ``"mean"``.
+        align_cams: upsample CAMs for the seeds with each cell at its receptive-field centre
+            instead of the half-pixel grid (see :mod:`fcam_plugin.alignment`).
         crf_weight: lambda of the dense CRF loss (sum convention, exact-valued loss; the paper's
             2e-9 was tuned on a lattice returning ~0.56x the exact value). 0 disables the term.
         sigma_xy / sigma_rgb: bilateral kernel widths (pixels / RGB levels in 0..255).
@@ -67,6 +69,7 @@ class FCAMConfig:
     bg_percentile: float = BG_PERCENTILE
     seed_layers: str = "target"
     seed_fusion: str = "product"
+    align_cams: bool = False
     crf_weight: float = CRF_WEIGHT
     sigma_xy: float = SIGMA_XY
     sigma_rgb: float = SIGMA_RGB

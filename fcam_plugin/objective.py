@@ -6,12 +6,13 @@ Knows the decoder, the feature taps, the seed source and the config; nothing of 
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from .adapters.base import CAMSource, normalize_per_image, upsample_cams
+from .adapters.base import CAMSource, normalize_per_image
+from .alignment import upsample_aligned
 from .config import FCAMConfig
 from .distributed import all_reduce_sum, global_batch_slice, rank_and_world
 from .losses.crf import dense_crf_loss
@@ -38,12 +39,36 @@ class Objective:
         source: the wrapped CAM method, giving the CAMs the seeds are drawn from.
         seed_layers: with ``config.seed_layers == "stages"``, the layers the wrapped method is
             evaluated at (their CAMs fused by ``config.seed_fusion``).
+        offsets: ``layers -> [(dy, dx)]``, the receptive-field offsets used to upsample CAMs when
+            ``config.align_cams`` (see :mod:`fcam_plugin.alignment`); ``None``: no alignment.
     """
 
-    def __init__(self, config: FCAMConfig, source: CAMSource, seed_layers: Sequence[nn.Module] = ()) -> None:
+    def __init__(
+        self,
+        config: FCAMConfig,
+        source: CAMSource,
+        seed_layers: Sequence[nn.Module] = (),
+        offsets: Callable[[Sequence[nn.Module]], list[tuple[float, float]]] | None = None,
+    ) -> None:
         self.config = config
         self.source = source
         self.seed_layers = list(seed_layers)
+        self.offsets = offsets if config.align_cams else None
+
+    def _aligned_layers(self) -> list[nn.Module]:
+        if self.config.seed_layers == "stages" and len(self.seed_layers) > 1:
+            return self.seed_layers
+        return list(self.source.target_layers) if len(self.source.target_layers) == 1 else []
+
+    def prepare(self) -> None:
+        """Measure the receptive-field offsets now (one probe of the model) if alignment needs them."""
+        if self.offsets is not None and self._aligned_layers():
+            self.offsets(self._aligned_layers())
+
+    def _upsample(self, cams: Sequence[torch.Tensor], layers: Sequence[nn.Module], size: Sequence[int]) -> list[torch.Tensor]:
+        """Each CAM at input size, at its layer's receptive-field centres when aligning."""
+        offsets = self.offsets(layers) if self.offsets is not None and layers else [(0.0, 0.0)] * len(cams)
+        return [upsample_aligned(c.float(), size, o).clamp(0, 1) for c, o in zip(cams, offsets)]
 
     def seed_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The map seeds are drawn from: CAMs of ``labels`` ``(B, 1, H, W)`` in [0, 1] at input size.
@@ -52,19 +77,22 @@ class Objective:
         """
         size = images.shape[-2:]
         if self.config.seed_layers == "stages" and len(self.seed_layers) > 1:
-            per_layer = [upsample_cams(c.float(), size).clamp(0, 1) for c in self.source.layer_cams(images, labels, self.seed_layers)]
+            per_layer = self._upsample(self.source.layer_cams(images, labels, self.seed_layers), self.seed_layers, size)
             stacked = torch.nan_to_num(torch.stack(per_layer), nan=0.0)
             fused = stacked.prod(0) if self.config.seed_fusion == "product" else stacked.mean(0)
             return normalize_per_image(fused).clamp(0, 1)
         low = self.source.cams(images, labels)
+        # Several target layers are fused by the library at input size: only a single one is aligned.
+        layers = self._aligned_layers()
         # NaN CAMs (a model producing NaN) would crash seed sampling: treat them as flat, the loss flags it.
-        return torch.nan_to_num(upsample_cams(low.float(), size), nan=0.0).clamp(0, 1)
+        return torch.nan_to_num(self._upsample([low], layers, size)[0], nan=0.0).clamp(0, 1)
 
     def seeds(
         self, taps: FeatureTaps, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Seeds ``(B, H, W)`` from the CAMs of ``labels``, and the skip features of the same forward."""
         cfg = self.config
+        self.prepare()  # before arming: the first forward after arm() must be on the images
         taps.arm()
         cams = self.seed_cams(images, labels)
         features = taps.collect()

@@ -14,6 +14,7 @@ from ._state import frozen_eval
 from ._version import __version__
 from .adapters import CAMSource, build_source, upsample_cams
 from .adapters.base import FuseCamsAttribute
+from .alignment import receptive_offsets
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     SCHEMA_VERSION,
@@ -125,6 +126,7 @@ class FCAMUpscaler:
         #: Model output of the last call's forward pass (pytorch-grad-cam's ``cam.outputs``).
         self.outputs: Any = None
         self._warned: set[str] = set()
+        self._offsets: dict[int, tuple[float, float]] = {}
         self.source.attach()  # last: nothing can fail after the hooks are on
 
     # ------------------------------------------------------------------ training
@@ -196,7 +198,17 @@ class FCAMUpscaler:
 
     def objective(self) -> Objective:
         """The training objective of this upscaler: seeds from the wrapped method, CRF, size prior."""
-        return Objective(self.config, self.source, self.seed_stage_layers())
+        return Objective(self.config, self.source, self.seed_stage_layers(), self.cam_offsets)
+
+    def cam_offsets(self, layers: Sequence[nn.Module]) -> list[tuple[float, float]]:
+        """Receptive-field offsets ``(dy, dx)`` of layers of the classifier, measured once per layer."""
+        missing = [layer for layer in layers if id(layer) not in self._offsets]
+        if missing:
+            stride = self.taps[-1].stride
+            with self.source._own_forwards():  # other extractors and our input capture ignore the probe
+                measured = receptive_offsets(self.model, missing, self.in_channels or 3, stride)
+            self._offsets.update({id(layer): offset for layer, offset in zip(missing, measured)})
+        return [self._offsets[id(layer)] for layer in layers]
 
     def seed_stage_layers(self) -> list[nn.Module]:
         """Layers the wrapped method is evaluated at for ``seed_layers="stages"``.

@@ -17,6 +17,7 @@ from .errors import (
     NoSpatialFeaturesError,
     NotFittedError,
     TapMismatchError,
+    UnsupportedLayersError,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ __all__ = [
     "NoSpatialFeaturesError",
     "NotFittedError",
     "TapMismatchError",
+    "UnsupportedLayersError",
     "__version__",
     "colorize",
     "overlay",

@@ -11,6 +11,7 @@ from .defaults import (
     BARRIER_T0,
     BARRIER_T_MAX,
     BG_PERCENTILE,
+    CAM_WEIGHT,
     CRF_WEIGHT,
     DECODER_CHANNELS,
     FG_EROSION,
@@ -18,17 +19,19 @@ from .defaults import (
     IMAGENET_STD,
     N_BG,
     N_FG,
+    SEED_FUSION,
+    SEED_LAYERS,
     SEED_PATCH,
     SIGMA_RGB,
     SIGMA_XY,
     SIZE_WEIGHT,
 )
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SEED_FUSIONS", "SEED_LAYERS", "FCAMConfig"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SEED_FUSION_CHOICES", "SEED_LAYER_CHOICES", "FCAMConfig"]
 
 #: Accepted values of :attr:`FCAMConfig.seed_layers` and :attr:`FCAMConfig.seed_fusion`.
-SEED_LAYERS = ("target", "stages")
-SEED_FUSIONS = ("product", "mean")
+SEED_LAYER_CHOICES = ("target", "stages")
+SEED_FUSION_CHOICES = ("product", "mean")
 
 
 
@@ -36,7 +39,8 @@ SEED_FUSIONS = ("product", "mean")
 class FCAMConfig:
     """Everything that shapes the decoder and its training (saved in checkpoints).
 
-    Defaults follow the paper's reference run (CUB, 224 px, ResNet-50).
+    Defaults follow the paper's reference run (CUB, 224 px, ResNet-50), except where the ablations
+    of ``benchmarks/README.md`` measured a better choice (``seed_layers``).
 
     Attributes:
         decoder_channels: U-Net up-block widths, from the deepest.
@@ -44,9 +48,9 @@ class FCAMConfig:
         seed_patch: side of the square each seed grows to.
         fg_erosion: erosion kernel applied to the Otsu foreground region.
         bg_percentile: CAM percentile below which pixels are background candidates.
-        seed_layers: which CAM the seeds come from: ``"target"`` (the wrapped method on its target
-            layers, as in the paper) or ``"stages"`` (the wrapped method evaluated separately at the
-            classifier's stages of stride 8 and 16 and at its target layers, fused by ``seed_fusion``).
+        seed_layers: which CAM the seeds come from: ``"stages"`` (default: the wrapped method
+            evaluated separately at the classifier's stages of stride 8 and 16 and at its target
+            layers, fused by ``seed_fusion``) or ``"target"`` (its target layers only, as in the paper).
         seed_fusion: how per-stage CAMs are fused: ``"product"`` (as RefineCAM) or ``"mean"``.
         align_cams: upsample CAMs for the seeds with each cell at its receptive-field centre
             instead of the half-pixel grid (see :mod:`fcam_plugin.alignment`).
@@ -55,6 +59,8 @@ class FCAMConfig:
         sigma_xy / sigma_rgb: bilateral kernel widths (pixels / RGB levels in 0..255).
         crf_method: "auto", "lattice" or "exact" (see ``fcam_plugin.losses.dense_crf_loss``).
         size_weight: weight of the log-barrier size term; 0 disables it.
+        cam_weight: weight of the CAM prior (:func:`fcam_plugin.losses.cam_prior`), which keeps the
+            seed CAM's graded ranking where seeds and colours say nothing; 0 disables it.
         barrier_t0 / barrier_factor / barrier_t_max: barrier parameter t, per epoch
             ``min(t0 * factor**epoch, t_max)``.
         lr / momentum / nesterov / weight_decay: the default SGD optimiser.
@@ -67,14 +73,15 @@ class FCAMConfig:
     seed_patch: int = SEED_PATCH
     fg_erosion: int = FG_EROSION
     bg_percentile: float = BG_PERCENTILE
-    seed_layers: str = "target"
-    seed_fusion: str = "product"
+    seed_layers: str = SEED_LAYERS
+    seed_fusion: str = SEED_FUSION
     align_cams: bool = False
     crf_weight: float = CRF_WEIGHT
     sigma_xy: float = SIGMA_XY
     sigma_rgb: float = SIGMA_RGB
     crf_method: str = "auto"
     size_weight: float = SIZE_WEIGHT
+    cam_weight: float = CAM_WEIGHT
     barrier_t0: float = BARRIER_T0
     barrier_factor: float = BARRIER_FACTOR
     barrier_t_max: float = BARRIER_T_MAX
@@ -89,13 +96,13 @@ class FCAMConfig:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
-        for name in ("crf_weight", "size_weight", "weight_decay", "momentum"):
+        for name in ("crf_weight", "size_weight", "cam_weight", "weight_decay", "momentum"):
             check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))
         check_choice("crf_method", self.crf_method, ("auto", "lattice", "exact"))
-        check_choice("seed_layers", self.seed_layers, SEED_LAYERS)
-        check_choice("seed_fusion", self.seed_fusion, SEED_FUSIONS)
+        check_choice("seed_layers", self.seed_layers, SEED_LAYER_CHOICES)
+        check_choice("seed_fusion", self.seed_fusion, SEED_FUSION_CHOICES)
         for name in ("n_fg", "n_bg", "seed_patch", "fg_erosion"):
             value, least = getattr(self, name), 0 if name in ("n_fg", "n_bg") else 1
             odd = name in ("seed_patch", "fg_erosion")

@@ -11,6 +11,7 @@ __all__ = [
     "BARRIER_T0",
     "BARRIER_T_MAX",
     "BG_PERCENTILE",
+    "CAM_WEIGHT",
     "CRF_WEIGHT",
     "DECODER_CHANNELS",
     "FG_EROSION",
@@ -18,6 +19,8 @@ __all__ = [
     "IMAGENET_STD",
     "N_BG",
     "N_FG",
+    "SEED_FUSION",
+    "SEED_LAYERS",
     "SEED_PATCH",
     "SIGMA_RGB",
     "SIGMA_XY",
@@ -29,6 +32,10 @@ DECODER_CHANNELS: tuple[int, ...] = (256, 128, 64, 32, 16)
 #: Seeds sampled per image and step, the side of the square each grows to, the erosion of the
 #: Otsu foreground region, and the CAM percentile below which pixels are background candidates.
 N_FG, N_BG, SEED_PATCH, FG_EROSION, BG_PERCENTILE = 1, 1, 3, 11, 10.0
+#: Where the seed CAM comes from: the wrapped method at the classifier's stride-8 and stride-16
+#: stages and at its target layers, fused by their product (as RefineCAM fuses layers). The paper
+#: uses the target layers only ("target"); measured in benchmarks/README.md ("Ablations").
+SEED_LAYERS, SEED_FUSION = "stages", "product"
 #: Dense CRF weight λ for the exact-valued loss (sum convention). The reference recipe uses
 #: λ = 2e-9 with a permutohedral filter that returns ≈ 0.56× the exact quadratic form; our loss is
 #: calibrated to the exact value, so λ = 2e-9 × 0.56 ≈ 1.1e-9.
@@ -37,6 +44,8 @@ CRF_WEIGHT = 1.1e-9
 SIGMA_XY, SIGMA_RGB = 100.0, 15.0
 #: Weight of the log-barrier size term and its parameter t: ``min(t0 * factor**epoch, t_max)``.
 SIZE_WEIGHT, BARRIER_T0, BARRIER_FACTOR, BARRIER_T_MAX = 0.1, 1.0, 1.01, 10.0
+#: Weight of the CAM prior (BCE between the foreground probability and the seed CAM on every pixel).
+CAM_WEIGHT = 0.0
 #: ImageNet normalisation of the classifier's inputs.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)

@@ -14,6 +14,7 @@ __all__ = [
     "NoSpatialFeaturesError",
     "NotFittedError",
     "TapMismatchError",
+    "UnsupportedLayersError",
 ]
 
 
@@ -48,3 +49,11 @@ class NoCapturedInputError(ValueError, RuntimeError, AssertionError):
 
 class MetadataError(ValueError):
     """Raised for malformed wsolevaluation metadata files (with the file and line)."""
+
+
+class UnsupportedLayersError(ValueError):
+    """Raised when the wrapped CAM method cannot be evaluated at the layers asked for.
+
+    torchcam's ``CAM`` needs the classifier's linear head to match its layer, so it exists at the
+    last stage only; F-CAM's multi-stage seeds then fall back to the target layers (with a warning).
+    """

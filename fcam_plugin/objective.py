@@ -6,6 +6,7 @@ Knows the decoder, the feature taps, the seed source and the config; nothing of 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -15,6 +16,8 @@ from .adapters.base import CAMSource, normalize_per_image
 from .alignment import upsample_aligned
 from .config import FCAMConfig
 from .distributed import all_reduce_sum, global_batch_slice, rank_and_world
+from .errors import UnsupportedLayersError
+from .losses.cam_prior import cam_prior
 from .losses.crf import dense_crf_loss
 from .losses.cross_entropy import partial_cross_entropy
 from .losses.size import log_barrier_size
@@ -54,9 +57,10 @@ class Objective:
         self.source = source
         self.seed_layers = list(seed_layers)
         self.offsets = offsets if config.align_cams else None
+        self.stages = config.seed_layers == "stages" and len(self.seed_layers) > 1
 
     def _aligned_layers(self) -> list[nn.Module]:
-        if self.config.seed_layers == "stages" and len(self.seed_layers) > 1:
+        if self.stages:
             return self.seed_layers
         return list(self.source.target_layers) if len(self.source.target_layers) == 1 else []
 
@@ -76,11 +80,19 @@ class Objective:
         The model's first forward pass inside this call is on ``images`` (skip features are read from it).
         """
         size = images.shape[-2:]
-        if self.config.seed_layers == "stages" and len(self.seed_layers) > 1:
-            per_layer = self._upsample(self.source.layer_cams(images, labels, self.seed_layers), self.seed_layers, size)
-            stacked = torch.nan_to_num(torch.stack(per_layer), nan=0.0)
-            fused = stacked.prod(0) if self.config.seed_fusion == "product" else stacked.mean(0)
-            return normalize_per_image(fused).clamp(0, 1)
+        if self.stages:
+            try:
+                per_layer = self.source.layer_cams(images, labels, self.seed_layers)
+            except UnsupportedLayersError as error:
+                self.stages = False
+                warnings.warn(
+                    f"seed_layers='stages': {error}; the seeds come from the target layers only "
+                    "(seed_layers='target').", UserWarning, stacklevel=2,
+                )
+            else:
+                stacked = torch.nan_to_num(torch.stack(self._upsample(per_layer, self.seed_layers, size)), nan=0.0)
+                fused = stacked.prod(0) if self.config.seed_fusion == "product" else stacked.mean(0)
+                return normalize_per_image(fused).clamp(0, 1)
         low = self.source.cams(images, labels)
         # Several target layers are fused by the library at input size: only a single one is aligned.
         layers = self._aligned_layers()
@@ -89,8 +101,8 @@ class Objective:
 
     def seeds(
         self, taps: FeatureTaps, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Seeds ``(B, H, W)`` from the CAMs of ``labels``, and the skip features of the same forward."""
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Seeds ``(B, H, W)`` from the CAMs of ``labels``, the skip features of the same forward, and the CAMs."""
         cfg = self.config
         self.prepare()  # before arming: the first forward after arm() must be on the images
         taps.arm()
@@ -101,12 +113,16 @@ class Objective:
             cams, cfg.n_fg, cfg.n_bg, cfg.seed_patch, cfg.fg_erosion, cfg.bg_percentile,
             generator=generator, batch_offset=offset, batch_total=total,
         )
-        return seeds, features
+        return seeds, features, cams
 
     def terms(
-        self, logits: torch.Tensor, seeds: torch.Tensor, images: torch.Tensor, t: float
+        self, logits: torch.Tensor, seeds: torch.Tensor, images: torch.Tensor, t: float,
+        cams: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The weighted loss terms and their sum (``total``) for the decoder's ``logits``."""
+        """The weighted loss terms and their sum (``total``) for the decoder's ``logits``.
+
+        ``cams`` ``(B, 1, H, W)``: the seed CAMs, needed by the CAM prior (``config.cam_weight > 0``).
+        """
         cfg = self.config
         probs = logits.float().softmax(1)
         # Normalise by the global seed count so that DDP's gradient average equals one big batch.
@@ -120,6 +136,8 @@ class Objective:
             )
         if cfg.size_weight > 0:
             terms["size"] = cfg.size_weight * log_barrier_size(probs, t)
+        if cfg.cam_weight > 0 and cams is not None:
+            terms["cam"] = cfg.cam_weight * cam_prior(probs[:, 1:2], cams)
         terms["total"] = sum(terms.values())  # type: ignore[assignment]
         return terms
 
@@ -134,8 +152,8 @@ class Objective:
         amp: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Loss terms of one step (``total`` included) for a batch already on the model's device."""
-        seeds, features = self.seeds(taps, images, labels, generator)
+        seeds, features, cams = self.seeds(taps, images, labels, generator)
         autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
         with autocast:
             logits = decoder(features, tuple(images.shape[-2:]))
-        return self.terms(logits, seeds, images, t)
+        return self.terms(logits, seeds, images, t, cams)

@@ -1,8 +1,19 @@
-"""End to end: a short CPU fit makes F-CAM localize better than the CAM it was trained from."""
+"""End to end: short CPU fits with the library's defaults localize better than the CAM they learn from.
+
+One small classifier is trained once; F-CAM is then fitted with several seeds, and the test
+asserts on the median over seeds (a single fit's gain varies with the seed and, through
+floating-point differences, with the CPU), after every epoch (more training must not make the map
+worse than its seed CAM) and at the end (a clear gain, with a margin well inside what was measured:
+see the comment at ``MARGIN``).
+"""
 
 from __future__ import annotations
 
+import statistics
+
+import pytest
 import torch
+from pytorch_grad_cam import GradCAMPlusPlus
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -11,6 +22,12 @@ from fcam_plugin.data import SyntheticWSOL
 from fcam_plugin.metrics import PxAP
 
 SIZE = 64
+FIT_SEEDS = (0, 1, 2)
+EPOCHS = 3
+#: Required gain of the median final PxAP over the bilinear GradCAM++ map. Measured with the
+#: defaults (see benchmarks/README.md, "Learning test"): +0.18 to +0.20 on an Intel Xeon and an AMD
+#: EPYC; the paper's recipe (seeds from the target layer only) gave -0.02 to +0.17.
+MARGIN = 0.08
 
 
 def _small_cnn(num_classes: int) -> nn.Sequential:
@@ -37,9 +54,9 @@ def _pxap(maps: torch.Tensor, masks: torch.Tensor) -> float:
     return metric.summary()["pxap"]
 
 
-def test_fcam_beats_the_bilinear_cam_it_learns_from() -> None:
-    from pytorch_grad_cam import GradCAMPlusPlus
-
+@pytest.fixture(scope="module")
+def trained() -> dict:
+    """A classifier trained on the synthetic set, its test split and the bilinear GradCAM++ PxAP."""
     torch.manual_seed(0)
     train = SyntheticWSOL(320, image_size=SIZE, num_classes=2, seed=0, split="train", cache=True)
     test = SyntheticWSOL(64, image_size=SIZE, num_classes=2, seed=0, split="test", cache=True)
@@ -55,11 +72,26 @@ def test_fcam_beats_the_bilinear_cam_it_learns_from() -> None:
     x, y, masks = _stack(test)
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
-    assert accuracy > 0.7, f"the classifier did not learn (accuracy {accuracy:.2f}); CAMs would be noise"
+    up = FCAMUpscaler(model, GradCAMPlusPlus)
+    return {"model": model, "loader": loader, "x": x, "masks": masks, "accuracy": accuracy,
+            "cam_pxap": _pxap(up.cams(x, y), masks)}
 
-    up = FCAMUpscaler(model, GradCAMPlusPlus, config=FCAMConfig(decoder_channels=(64, 32, 32, 16, 16)))
-    cam_pxap = _pxap(up.cams(x, y), masks)
-    up.fit(loader, epochs=3, seed=0, progress=False)
-    fcam_pxap = _pxap(up.maps(x), masks)
-    print(f"classifier accuracy {accuracy:.3f}; PxAP bilinear GradCAM++ {cam_pxap:.3f} -> F-CAM {fcam_pxap:.3f}")
-    assert fcam_pxap > cam_pxap + 0.05
+
+def _curve(trained: dict, seed: int) -> list[float]:
+    """PxAP of the F-CAM maps after every epoch of one fit with the library's defaults (small decoder)."""
+    up = FCAMUpscaler(trained["model"], GradCAMPlusPlus, config=FCAMConfig(decoder_channels=(64, 32, 32, 16, 16)))
+    curve: list[float] = []
+    up.fit(trained["loader"], epochs=EPOCHS, seed=seed, progress=False,
+           on_epoch_end=lambda epoch, fitted: curve.append(_pxap(fitted.maps(trained["x"]), trained["masks"])))
+    return curve
+
+
+def test_fcam_beats_the_bilinear_cam_it_learns_from(trained: dict) -> None:
+    assert trained["accuracy"] > 0.7, f"the classifier did not learn (accuracy {trained['accuracy']:.2f})"
+    curves = [_curve(trained, seed) for seed in FIT_SEEDS]
+    per_epoch = [statistics.median(values) for values in zip(*curves)]
+    cam = trained["cam_pxap"]
+    print(f"accuracy {trained['accuracy']:.3f}; PxAP bilinear GradCAM++ {cam:.3f}; F-CAM per seed and epoch "
+          f"{[[round(v, 3) for v in c] for c in curves]}")
+    assert min(per_epoch) > cam, f"F-CAM fell below its seed CAM ({cam:.3f}) during training: median per epoch {per_epoch}"
+    assert per_epoch[-1] > cam + MARGIN, f"median F-CAM PxAP {per_epoch[-1]:.3f} <= bilinear {cam:.3f} + {MARGIN}"

@@ -29,7 +29,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .._checks import describe
 from .._state import preserved
-from ..errors import NoCapturedInputError
+from ..errors import NoCapturedInputError, UnsupportedLayersError
 from .base import CAMSource, MapsFn, normalize_per_image
 
 __all__ = ["TorchCAMSource", "is_torchcam_method"]
@@ -272,7 +272,8 @@ class TorchCAMSource(CAMSource):
         try:
             extractor = cls(self.model, list(layers), **kwargs)
         except (TypeError, ValueError) as error:
-            raise type(error)(f"torchcam {cls.__name__} cannot be built on these layers: {error}") from None
+            kind = UnsupportedLayersError if isinstance(error, ValueError) else TypeError
+            raise kind(f"torchcam {cls.__name__} cannot be built on these layers: {error}") from None
         _inner(extractor).disable_hooks()
         return extractor
 
@@ -391,7 +392,7 @@ class TorchCAMSource(CAMSource):
         extractor = self.layer_instance(layers)
         maps = self._extractor_maps(extractor, images, labels)
         if len(maps) != len(layers):
-            raise ValueError(
+            raise UnsupportedLayersError(
                 f"torchcam {type(extractor).__name__} returned {len(maps)} maps for {len(layers)} layers; "
                 "it cannot give one map per layer."
             )

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from .cam_prior import CAMPrior, cam_prior
 from .crf import DenseCRFLoss, dense_crf_loss, resolve_crf_method
 from .cross_entropy import PartialCrossEntropy, partial_cross_entropy
 from .size import BarrierSchedule, LogBarrierSize, log_barrier, log_barrier_size
 
 __all__ = [
+    "CAMPrior",
     "BarrierSchedule",
     "DenseCRFLoss",
     "LogBarrierSize",
     "PartialCrossEntropy",
+    "cam_prior",
     "dense_crf_loss",
     "log_barrier",
     "log_barrier_size",

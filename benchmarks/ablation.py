@@ -17,6 +17,7 @@ import argparse
 import ast
 import json
 import os
+import statistics
 import time
 from typing import Any
 
@@ -63,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--method", default="gradcampp", help="wrapped method (a key of fcam_plugin.demo.SEED_METHODS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fit-seeds", type=int, nargs="+", default=[0], help="fit seeds (one fit per config and seed)")
+    p.add_argument("--gate-both", action="store_true",
+                   help="also score every fit with the class gate toggled (config name + '/gate' or '/no-gate')")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="write every result here (updated after each fit)")
     p.add_argument("--classifier-cache", default=os.path.expanduser("~/.cache/fcam-plugin"))
@@ -83,30 +86,48 @@ def _baselines(settings: Any, model: torch.nn.Module, test: Any, device: torch.d
     return rows
 
 
-def _fit(settings: Any, model: torch.nn.Module, train: Any, test: Any, overrides: dict, seed: int) -> dict[str, Any]:
+def _toggled_gate_maps(up: FCAMUpscaler, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The F-CAM maps with ``config.cam_gate`` flipped for this call."""
+    up.config.cam_gate = not up.config.cam_gate
+    try:
+        return _fcam_maps(up, images, labels)
+    finally:
+        up.config.cam_gate = not up.config.cam_gate
+
+
+def _fit(
+    settings: Any, model: torch.nn.Module, train: Any, test: Any, overrides: dict, seed: int, gate_both: bool
+) -> dict[str, Any]:
     device = torch.device(settings.device)
     up = FCAMUpscaler(model, _method_class(settings.seed_methods[0]), config=FCAMConfig(**overrides))
     seeds = seed_precision(up.objective(), test, settings.batch_size, device)
-    curve = LearningCurve(test, settings.batch_size, device, keep=1, maps=_fcam_maps)
+    curves = [LearningCurve(test, settings.batch_size, device, keep=1, maps=_fcam_maps)]
+    if gate_both:
+        curves.append(LearningCurve(test, settings.batch_size, device, keep=1, maps=_toggled_gate_maps))
     count = settings.fit_images or len(train)
     loader = AugmentedLoader(train.images[:count], train.labels[:count], settings.batch_size, seed + 2)
     start = time.perf_counter()
-    up.fit(loader, epochs=settings.fcam_epochs, seed=seed, progress=False, on_epoch_end=curve)
+    up.fit(loader, epochs=settings.fcam_epochs, seed=seed, progress=False,
+           on_epoch_end=lambda epoch, fitted: [curve(epoch, fitted) for curve in curves])
     up.close()
-    return {"seeds": seeds, "curve": curve.rows, "fit_s": round(time.perf_counter() - start, 1)}
+    return {"seeds": seeds, "curves": [c.rows for c in curves], "fit_s": round(time.perf_counter() - start, 1)}
+
+
+def _median_curve(curves: list[list[dict[str, float]]], key: str) -> list[float]:
+    """Per epoch, the median of ``key`` over the fits (one curve per fit seed)."""
+    return [statistics.median(row[key] for row in rows) for rows in zip(*curves)]
 
 
 def _cell(result: dict[str, Any], base: dict[str, dict[str, float]]) -> str:
-    curve = [row["pxap"] for row in result["curves"][0]]
-    last = result["curves"][0][-1]
+    """Median over fit seeds of the last epoch: PxAP (Δ seed CAM / Δ best free), MaxBoxAccV2, lowest PxAP of any epoch."""
+    pxap, v2 = _median_curve(result["curves"], "pxap"), _median_curve(result["curves"], "maxboxaccv2")
     best_free = max(base[k]["pxap"] for k in BASELINES)
-    return (f"{100 * last['pxap']:.1f} ({100 * (last['pxap'] - base['seed_cam']['pxap']):+.1f} / "
-            f"{100 * (last['pxap'] - best_free):+.1f}), V2 {100 * last['maxboxaccv2']:.1f}, "
-            f"min {100 * min(curve):.1f}")
+    return (f"{100 * pxap[-1]:.1f} ({100 * (pxap[-1] - base['seed_cam']['pxap']):+.1f} / "
+            f"{100 * (pxap[-1] - best_free):+.1f}), V2 {100 * v2[-1]:.1f}, min {100 * min(pxap):.1f}")
 
 
 def table(results: dict[str, Any]) -> str:
-    """Markdown: one row per config, one column per variant (PxAP (Δ seed CAM / Δ best free), V2, min over epochs)."""
+    """Markdown: one row per config, one column per variant (see :func:`_cell`; medians over fit seeds)."""
     variants = list(results)
     lines = ["| config | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     lines.append("| seed CAM / best free (PxAP, V2) | " + " | ".join(
@@ -141,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         entry = results[variant] = {"accuracy": acc, "baselines": _baselines(s, model, test, device), "configs": {}}
         print(f"{variant}: accuracy {100 * acc:.1f}%, baselines {json.dumps(entry['baselines'])}", flush=True)
         for name, overrides in args.config:
-            fits = [_fit(s, model, train, test, overrides, seed) for seed in args.fit_seeds]
-            entry["configs"][name] = {"overrides": overrides, "curves": [f["curve"] for f in fits],
-                                      "seeds": fits[0]["seeds"], "fit_s": fits[0]["fit_s"]}
-            curve = " ".join(f"{100 * r['pxap']:.1f}/{100 * r['maxboxaccv2']:.1f}" for r in fits[0]["curve"])
-            print(f"  {name}: PxAP/V2 per epoch {curve}; seeds fg {100 * fits[0]['seeds']['fg_precision']:.0f}% "
-                  f"bg {100 * fits[0]['seeds']['bg_precision']:.0f}%; {fits[0]['fit_s']} s", flush=True)
+            fits = [_fit(s, model, train, test, overrides, seed, args.gate_both) for seed in args.fit_seeds]
+            toggled = name + ("/no-gate" if overrides.get("cam_gate") else "/gate")
+            for index, key in enumerate([name, toggled][: len(fits[0]["curves"])]):
+                entry["configs"][key] = {"overrides": overrides, "curves": [f["curves"][index] for f in fits],
+                                         "seeds": fits[0]["seeds"], "fit_s": fits[0]["fit_s"]}
+                curve = " ".join(f"{100 * r['pxap']:.1f}/{100 * r['maxboxaccv2']:.1f}" for r in fits[0]["curves"][index])
+                print(f"  {key}: PxAP/V2 per epoch {curve}; seeds fg {100 * fits[0]['seeds']['fg_precision']:.0f}% "
+                      f"bg {100 * fits[0]['seeds']['bg_precision']:.0f}%; {fits[0]['fit_s']} s", flush=True)
             if args.json:
                 with open(args.json, "w") as fh:
                     json.dump({"args": vars(args) | {"config": args.config}, "machine": info, "results": results}, fh, indent=1)

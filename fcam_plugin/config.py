@@ -59,6 +59,10 @@ class FCAMConfig:
         sigma_xy / sigma_rgb: bilateral kernel widths (pixels / RGB levels in 0..255).
         crf_method: "auto", "lattice" or "exact" (see ``fcam_plugin.losses.dense_crf_loss``).
         size_weight: weight of the log-barrier size term; 0 disables it.
+        cam_gate: at inference, multiply the decoder's foreground probability by the square root of
+            the seed CAM (``seed_layers``) of the requested class: maps that change with ``targets``
+            and ignore look-alike regions the classifier does not use, at the cost of the wrapped
+            method's backward pass at every call.
         cam_weight: weight of the CAM prior (:func:`fcam_plugin.losses.cam_prior`), which keeps the
             seed CAM's graded ranking where seeds and colours say nothing; 0 disables it.
         barrier_t0 / barrier_factor / barrier_t_max: barrier parameter t, per epoch
@@ -82,6 +86,7 @@ class FCAMConfig:
     crf_method: str = "auto"
     size_weight: float = SIZE_WEIGHT
     cam_weight: float = CAM_WEIGHT
+    cam_gate: bool = False
     barrier_t0: float = BARRIER_T0
     barrier_factor: float = BARRIER_FACTOR
     barrier_t_max: float = BARRIER_T_MAX

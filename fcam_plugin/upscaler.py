@@ -127,6 +127,7 @@ class FCAMUpscaler:
         self.outputs: Any = None
         self._warned: set[str] = set()
         self._offsets: dict[int, tuple[float, float]] = {}
+        self._objective: Objective | None = None  # the seed CAMs of the class gate
         self.source.attach()  # last: nothing can fail after the hooks are on
 
     # ------------------------------------------------------------------ training
@@ -250,24 +251,64 @@ class FCAMUpscaler:
         return state
 
     # ----------------------------------------------------------------- inference
-    def maps(self, images: torch.Tensor) -> torch.Tensor:
-        """F-CAM maps ``(B, H, W)``: foreground probability at input resolution, on the model's device.
+    def maps(self, images: torch.Tensor, classes: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
+        """F-CAM maps ``(B, H, W)`` at input resolution, on the model's device.
+
+        The decoder's foreground probability; with ``config.cam_gate``, multiplied by the square root
+        of the seed CAM of ``classes`` (class-conditional maps, see :class:`~fcam_plugin.FCAMConfig`).
 
         Args:
             images: ``(B, 3, H, W)`` normalised like the classifier's inputs.
+            classes: ``(B,)`` class indices of the gate; ``None``: the classifier's predicted classes.
+                Unused without ``config.cam_gate``.
+
+        Raises:
+            ValueError: ``classes`` of the wrong length or outside the model's scores.
         """
+        return self._maps(images, classes, "`classes`")
+
+    def _maps(self, images: torch.Tensor, classes: Any, argument: str) -> torch.Tensor:
+        """:meth:`maps`, with ``argument`` the caller's name for the classes (in error messages)."""
         self._check_fitted()
         self.source.check_input("images", images)
         images = images.to(self.device)
         with torch.no_grad(), frozen_eval(self.model), FeatureTaps(self.model, self.taps) as taps:
-            _, features = taps.forward(images)
+            scores, features = taps.forward(images)
             was_training = self.decoder.training
             self.decoder.eval()
             try:
                 logits = self.decoder(features, tuple(images.shape[-2:]))
             finally:
                 self.decoder.train(was_training)
-        return logits.float().softmax(1)[:, 1]
+        probs = logits.float().softmax(1)[:, 1]
+        if not self.config.cam_gate:
+            return probs
+        return probs * self._gate(images, self._gate_classes(scores, classes, argument)).sqrt()
+
+    def _gate_classes(self, scores: Any, classes: Any, argument: str) -> torch.Tensor:
+        """The gate's classes ``(B,)``: ``classes`` checked against the model's scores, or the predicted ones."""
+        if not isinstance(scores, torch.Tensor) or scores.ndim != 2:
+            raise ValueError(
+                f"`cam_gate` needs class scores (B, num_classes) from the model, got {describe(scores)}."
+            )
+        if classes is None:
+            return scores.argmax(1)
+        classes = torch.as_tensor(classes, device=scores.device).long().view(-1)
+        if classes.numel() != scores.shape[0]:
+            raise ValueError(f"{argument} must hold one class index per image ({scores.shape[0]}), got {classes.numel()}.")
+        self.source.check_classes(classes, scores.shape[1], argument)
+        return classes
+
+    def _gate(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The seed CAM of ``classes`` at input size ``(B, H, W)`` in [0, 1] (the wrapped method, with gradients)."""
+        if self._objective is None:
+            self._objective = self.objective()
+        try:
+            with frozen_eval(self.model):
+                cams = self._objective.seed_cams(images, classes)
+        finally:
+            self.source.after_fit()  # a library CAM object built for this call holds hooks on the model
+        return cams[:, 0].detach().float()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call like the wrapped method, with its arguments and its return type.
@@ -290,8 +331,8 @@ class FCAMUpscaler:
     ) -> torch.Tensor:
         """The maps function handed to the adapters: F-CAM maps ``(B, H, W)`` for ``classes`` ``(B,)`` or None.
 
-        The decoder is class-agnostic: ``classes`` are validated against the model's scores but do
-        not change the map, and ``eigen_smooth`` has no CAM to act on (warned once).
+        ``classes`` are validated against the model's scores; they change the map with
+        ``config.cam_gate`` (None: the predicted classes). ``eigen_smooth`` has no CAM to act on (warned once).
         """
         if eigen_smooth:
             self._warn_once(
@@ -302,7 +343,7 @@ class FCAMUpscaler:
         outputs: list[Any] = []
         handle = self.model.register_forward_hook(lambda module, args, output: outputs.append(output))
         try:
-            maps = self.maps(images)
+            maps = self._maps(images, classes, self.source.class_argument)
         finally:
             handle.remove()
         self.outputs = outputs[0] if outputs else None

@@ -110,7 +110,7 @@ def _protocol_cam_maps(up: FCAMUpscaler) -> Any:
 
 
 def _fcam_maps(up: FCAMUpscaler, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return protocol_maps(up.maps(images))
+    return protocol_maps(up.maps(images, labels))
 
 
 def _fit(

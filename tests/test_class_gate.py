@@ -1,0 +1,85 @@
+"""The class gate (``FCAMConfig(cam_gate=True)``): maps that change with ``targets`` / ``class_idx``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _helpers import tiny_cnn
+from pytorch_grad_cam import GradCAMPlusPlus, LayerCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torchcam.methods import GradCAMpp
+
+from fcam_plugin import FCAMConfig, FCAMUpscaler
+from fcam_plugin._state import frozen_eval
+
+SIZE = 64
+
+
+def _hooks(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+def _state(model: torch.nn.Module) -> tuple:
+    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
+            [p.grad for p in model.parameters()], {k: v.clone() for k, v in model.state_dict().items()})
+
+
+def _same_state(a: tuple, b: tuple) -> bool:
+    return a[:3] == b[:3] and all(torch.equal(a[3][k], b[3][k]) for k in a[3])
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(4, 3, SIZE, SIZE, generator=generator), torch.tensor([0, 1, 2, 0])
+
+
+def _fitted(method: object, data: tuple[torch.Tensor, torch.Tensor], gate: bool = True) -> FCAMUpscaler:
+    model = tiny_cnn(3)
+    config = FCAMConfig(decoder_channels=(16, 8, 8, 8, 8), cam_gate=gate)
+    return FCAMUpscaler(model, method, config=config).fit([data], epochs=1, seed=0, progress=False)
+
+
+@pytest.mark.parametrize("method", [GradCAMPlusPlus, LayerCAM])
+def test_gradcam_targets_change_the_map_and_leave_the_model_alone(method: type, data: tuple) -> None:
+    x, _ = data
+    up = _fitted(method, data)
+    before = _state(up.model)
+    maps = [up(input_tensor=x, targets=[ClassifierOutputTarget(c)] * len(x)) for c in range(3)]
+    assert all(m.shape == (len(x), SIZE, SIZE) and m.dtype == np.float32 for m in maps)
+    assert all(np.abs(maps[0] - other).max() > 1e-3 for other in maps[1:]), "the map ignores `targets`"
+    with torch.no_grad(), frozen_eval(up.model):  # the upscaler predicts with the model in eval mode
+        predicted = up.model(x).argmax(1).tolist()
+    np.testing.assert_allclose(up(input_tensor=x), up(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in predicted]), atol=1e-6)
+    assert _same_state(before, _state(up.model)) and _hooks(up.model) == 0
+
+
+def test_torchcam_class_idx_changes_the_map(data: tuple) -> None:
+    x, _ = data
+    up = _fitted(GradCAMpp, data)
+    with up:
+        first = up(0, up.model(x))[0]
+        second = up([1, 2, 1, 2], up.model(x))[0]
+    assert first.shape == (len(x), SIZE, SIZE)
+    assert (first - second).abs().max() > 1e-3
+    assert _hooks(up.model) == 0
+
+
+def test_out_of_range_or_wrong_count_raises_with_the_model_untouched(data: tuple) -> None:
+    x, _ = data
+    up = _fitted(GradCAMPlusPlus, data)
+    before = _state(up.model)
+    with pytest.raises(ValueError, match=r"`targets` name classes \[7\]"):
+        up(input_tensor=x, targets=[ClassifierOutputTarget(7)] * len(x))
+    with pytest.raises(ValueError, match="`classes` must hold one class index per image"):
+        up.maps(x, [0, 1])
+    assert _same_state(before, _state(up.model)) and _hooks(up.model) == 0
+
+
+def test_without_the_gate_maps_are_class_agnostic(data: tuple) -> None:
+    x, _ = data
+    up = _fitted(GradCAMPlusPlus, data, gate=False)
+    a = up(input_tensor=x, targets=[ClassifierOutputTarget(0)] * len(x))
+    b = up(input_tensor=x, targets=[ClassifierOutputTarget(1)] * len(x))
+    np.testing.assert_array_equal(a, b)

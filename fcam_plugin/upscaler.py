@@ -28,6 +28,7 @@ from .config import FCAMConfig
 from .decoder import UNetDecoder
 from .errors import CheckpointError, NotFittedError
 from .objective import Objective
+from .selection import BestEpoch
 from .taps import FeatureTaps, Tap, check_called_once, infer_in_channels, plan_taps
 from .training import FitOptions, train
 
@@ -123,6 +124,8 @@ class FCAMUpscaler:
         ).to(self.device, torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32)
         self.fitted = False
         self.history: list[dict[str, float]] = []
+        #: The epoch whose decoder ``fit(val_loader=...)`` kept (None without a validation loader).
+        self.best_epoch: int | None = None
         #: Model output of the last call's forward pass (pytorch-grad-cam's ``cam.outputs``).
         self.outputs: Any = None
         self._warned: set[str] = set()
@@ -146,6 +149,7 @@ class FCAMUpscaler:
         max_steps: int | None = None,
         max_bad_steps: int = 20,
         on_epoch_end: Callable[[int, "FCAMUpscaler"], None] | None = None,
+        val_loader: Any = None,
     ) -> "FCAMUpscaler":
         """Train the decoder; the classifier stays frozen and comes back unchanged.
 
@@ -178,10 +182,14 @@ class FCAMUpscaler:
             CheckpointError: ``resume`` is unreadable or belongs to another classifier or decoder.
             FloatingPointError: ``max_bad_steps`` non-finite losses in a row.
         """
+        if on_epoch_end is not None and not callable(on_epoch_end):
+            raise TypeError(f"`on_epoch_end` must be None or a callable (epoch, upscaler), got {describe(on_epoch_end)}.")
+        selector = BestEpoch(val_loader) if val_loader is not None else None
+        callbacks = [c for c in (selector, on_epoch_end) if c is not None]
         options = FitOptions(
             epochs=epochs, optimizer=optimizer, amp=amp, seed=seed, progress=progress, checkpoint=checkpoint,
             checkpoint_every=checkpoint_every, max_steps=max_steps, max_bad_steps=max_bad_steps,
-            on_epoch_end=None if on_epoch_end is None else self._epoch_callback(on_epoch_end),
+            on_epoch_end=self._epoch_callback(callbacks) if callbacks else None,
         )
         options.validate(loader, self.device)
         resume_state = self._read_resume(resume) if resume is not None else None
@@ -195,6 +203,9 @@ class FCAMUpscaler:
             device=self.device, resume=resume_state,
         )
         self.decoder, self.history, self.fitted = result.decoder, result.history, True
+        if selector is not None:
+            selector.restore(self.decoder)
+            self.best_epoch = selector.best_epoch
         return self
 
     def objective(self) -> Objective:
@@ -226,16 +237,15 @@ class FCAMUpscaler:
         return layers
 
     def _epoch_callback(
-        self, callback: Callable[[int, "FCAMUpscaler"], None]
+        self, callbacks: Sequence[Callable[[int, "FCAMUpscaler"], None]]
     ) -> Callable[[int, nn.Module, list[dict[str, float]]], None]:
         """The training loop's epoch hook: the decoder being trained, seen through this upscaler."""
-        if not callable(callback):
-            raise TypeError(f"`on_epoch_end` must be None or a callable (epoch, upscaler), got {describe(callback)}.")
 
         def hook(epoch: int, decoder: nn.Module, history: list[dict[str, float]]) -> None:
             fitted, self.decoder, self.fitted, self.history = self.fitted, decoder, True, history
             try:
-                callback(epoch, self)
+                for callback in callbacks:
+                    callback(epoch, self)
             finally:
                 self.fitted = fitted
 

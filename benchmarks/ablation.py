@@ -27,7 +27,7 @@ from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin.data import VARIANTS
 from fcam_plugin.demo import preset
 from fcam_plugin.demo.classifier import accuracy, classifier_for
-from fcam_plugin.demo.data import AugmentedLoader, render_split
+from fcam_plugin.demo.data import AugmentedLoader, batches, render_split
 from fcam_plugin.demo.evaluation import LearningCurve, evaluate_maps, seed_precision
 from fcam_plugin.demo.pipeline import _fcam_maps, _method_class, _protocol_cam_maps
 from fcam_plugin.demo.rivals import LibraryCAM
@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--method", default="gradcampp", help="wrapped method (a key of fcam_plugin.demo.SEED_METHODS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fit-seeds", type=int, nargs="+", default=[0], help="fit seeds (one fit per config and seed)")
+    p.add_argument("--val-images", type=int, default=0,
+                   help="annotated validation images for epoch selection (fit(val_loader=...)); 0: none")
     p.add_argument("--gate-both", action="store_true",
                    help="also score every fit with the class gate toggled (config name + '/gate' or '/no-gate')")
     p.add_argument("--threads", type=int, default=None)
@@ -96,7 +98,8 @@ def _toggled_gate_maps(up: FCAMUpscaler, images: torch.Tensor, labels: torch.Ten
 
 
 def _fit(
-    settings: Any, model: torch.nn.Module, train: Any, test: Any, overrides: dict, seed: int, gate_both: bool
+    settings: Any, model: torch.nn.Module, train: Any, test: Any, overrides: dict, seed: int, gate_both: bool,
+    val: Any = None,
 ) -> dict[str, Any]:
     device = torch.device(settings.device)
     up = FCAMUpscaler(model, _method_class(settings.seed_methods[0]), config=FCAMConfig(**overrides))
@@ -107,10 +110,13 @@ def _fit(
     count = settings.fit_images or len(train)
     loader = AugmentedLoader(train.images[:count], train.labels[:count], settings.batch_size, seed + 2)
     start = time.perf_counter()
-    up.fit(loader, epochs=settings.fcam_epochs, seed=seed, progress=False,
+    val_loader = None if val is None else [(val.images[i], val.labels[i], val.masks[i]) for i in batches(len(val), 32)]
+    up.fit(loader, epochs=settings.fcam_epochs, seed=seed, progress=False, val_loader=val_loader,
            on_epoch_end=lambda epoch, fitted: [curve(epoch, fitted) for curve in curves])
+    selected = evaluate_maps(lambda x, y: _fcam_maps(up, x, y), test, settings.batch_size, device, 1).row()
     up.close()
-    return {"seeds": seeds, "curves": [c.rows for c in curves], "fit_s": round(time.perf_counter() - start, 1)}
+    return {"seeds": seeds, "curves": [c.rows for c in curves], "fit_s": round(time.perf_counter() - start, 1),
+            "selected": selected | {"epoch": up.best_epoch}}
 
 
 def _median_curve(curves: list[list[dict[str, float]]], key: str) -> list[float]:
@@ -122,8 +128,13 @@ def _cell(result: dict[str, Any], base: dict[str, dict[str, float]]) -> str:
     """Median over fit seeds of the last epoch: PxAP (Δ seed CAM / Δ best free), MaxBoxAccV2, lowest PxAP of any epoch."""
     pxap, v2 = _median_curve(result["curves"], "pxap"), _median_curve(result["curves"], "maxboxaccv2")
     best_free = max(base[k]["pxap"] for k in BASELINES)
-    return (f"{100 * pxap[-1]:.1f} ({100 * (pxap[-1] - base['seed_cam']['pxap']):+.1f} / "
+    text = (f"{100 * pxap[-1]:.1f} ({100 * (pxap[-1] - base['seed_cam']['pxap']):+.1f} / "
             f"{100 * (pxap[-1] - best_free):+.1f}), V2 {100 * v2[-1]:.1f}, min {100 * min(pxap):.1f}")
+    selected = [row for row in result.get("selected", []) if row.get("epoch")]
+    if selected:
+        text += (f"; val-selected {100 * statistics.median(r['pxap'] for r in selected):.1f}, "
+                 f"V2 {100 * statistics.median(r['maxboxaccv2'] for r in selected):.1f}")
+    return text
 
 
 def table(results: dict[str, Any]) -> str:
@@ -157,16 +168,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         device = torch.device(s.device)
         train, test = render_split(s, "train", s.train_images), render_split(s, "test", s.test_images)
+        val = render_split(s, "val", args.val_images) if args.val_images else None
         model, _ = classifier_for(train, s, device)
         acc, _ = accuracy(model, test, s.batch_size, device)
         entry = results[variant] = {"accuracy": acc, "baselines": _baselines(s, model, test, device), "configs": {}}
         print(f"{variant}: accuracy {100 * acc:.1f}%, baselines {json.dumps(entry['baselines'])}", flush=True)
         for name, overrides in args.config:
-            fits = [_fit(s, model, train, test, overrides, seed, args.gate_both) for seed in args.fit_seeds]
+            fits = [_fit(s, model, train, test, overrides, seed, args.gate_both, val) for seed in args.fit_seeds]
             toggled = name + ("/no-gate" if overrides.get("cam_gate") else "/gate")
             for index, key in enumerate([name, toggled][: len(fits[0]["curves"])]):
                 entry["configs"][key] = {"overrides": overrides, "curves": [f["curves"][index] for f in fits],
-                                         "seeds": fits[0]["seeds"], "fit_s": fits[0]["fit_s"]}
+                                         "seeds": fits[0]["seeds"], "fit_s": fits[0]["fit_s"],
+                                         "selected": [f["selected"] for f in fits]}
                 curve = " ".join(f"{100 * r['pxap']:.1f}/{100 * r['maxboxaccv2']:.1f}" for r in fits[0]["curves"][index])
                 print(f"  {key}: PxAP/V2 per epoch {curve}; seeds fg {100 * fits[0]['seeds']['fg_precision']:.0f}% "
                       f"bg {100 * fits[0]['seeds']['bg_precision']:.0f}%; {fits[0]['fit_s']} s", flush=True)

@@ -191,7 +191,7 @@ def _add_demo(commands: Any) -> None:
         "compares it with bilinear CAMs and writes figures and a report.",
     )
     demo.add_argument("--out", default="fcam-demo", metavar="DIR", help="output folder (default fcam-demo)")
-    demo.add_argument("--quick", action="store_true", help="a few-minute version on a CPU")
+    demo.add_argument("--quick", action="store_true", help="a smoke run, under a minute on a 2-core CPU (its numbers are not meaningful)")
     demo.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     demo.add_argument("--device", help="torch device (default: cuda if available)")
     _add_common(demo)

@@ -24,9 +24,11 @@ from fcam_plugin.metrics import PxAP
 SIZE = 64
 FIT_SEEDS = (0, 1, 2)
 EPOCHS = 3
-#: Required gain of the median final PxAP over the bilinear GradCAM++ map. Measured with the
-#: defaults (see benchmarks/README.md, "Learning test"): +0.18 to +0.20 on an Intel Xeon and an AMD
-#: EPYC; the paper's recipe (seeds from the target layer only) gave -0.02 to +0.17.
+#: Required gain of the median final PxAP over the bilinear GradCAM++ map (0.302). Measured with the
+#: defaults on a 2-core Intel Xeon (torch 2.14.1): final PxAP 0.477 / 0.406 / 0.511 for fit seeds
+#: 0 / 1 / 2 (median gain +0.175, per-epoch medians 0.440, 0.484, 0.477). The paper's single-layer
+#: seeds (``seed_layers="target"``) gave a median of 0.291 (-0.011), falling every epoch, which is the
+#: failure this test was rewritten for. See benchmarks/README.md, "Learning test".
 MARGIN = 0.08
 
 

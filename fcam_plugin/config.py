@@ -17,6 +17,7 @@ from .defaults import (
     FG_EROSION,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    LR_SCHEDULE,
     N_BG,
     N_FG,
     SEED_FUSION,
@@ -40,7 +41,7 @@ class FCAMConfig:
     """Everything that shapes the decoder and its training (saved in checkpoints).
 
     Defaults follow the paper's reference run (CUB, 224 px, ResNet-50), except where the ablations
-    of ``benchmarks/README.md`` measured a better choice (``seed_layers``).
+    of ``benchmarks/README.md`` measured a better choice (``seed_layers``, ``lr_schedule``).
 
     Attributes:
         decoder_channels: U-Net up-block widths, from the deepest.
@@ -68,6 +69,8 @@ class FCAMConfig:
         barrier_t0 / barrier_factor / barrier_t_max: barrier parameter t, per epoch
             ``min(t0 * factor**epoch, t_max)``.
         lr / momentum / nesterov / weight_decay: the default SGD optimiser.
+        lr_schedule: learning rate of the default optimiser over the fit: ``"cosine"`` (default:
+            decayed from ``lr`` to 0 over all the steps of ``fit``) or ``"constant"`` (the paper).
         mean / std: normalisation of the classifier's inputs, undone to get RGB for the CRF.
     """
 
@@ -94,6 +97,7 @@ class FCAMConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
+    lr_schedule: str = LR_SCHEDULE
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -106,6 +110,7 @@ class FCAMConfig:
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))
         check_choice("crf_method", self.crf_method, ("auto", "lattice", "exact"))
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         check_choice("seed_layers", self.seed_layers, SEED_LAYER_CHOICES)
         check_choice("seed_fusion", self.seed_fusion, SEED_FUSION_CHOICES)
         for name in ("n_fg", "n_bg", "seed_patch", "fg_erosion"):

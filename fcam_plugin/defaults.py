@@ -17,6 +17,7 @@ __all__ = [
     "FG_EROSION",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "LR_SCHEDULE",
     "N_BG",
     "N_FG",
     "SEED_FUSION",
@@ -46,6 +47,9 @@ SIGMA_XY, SIGMA_RGB = 100.0, 15.0
 SIZE_WEIGHT, BARRIER_T0, BARRIER_FACTOR, BARRIER_T_MAX = 0.1, 1.0, 1.01, 10.0
 #: Weight of the CAM prior (BCE between the foreground probability and the seed CAM on every pixel).
 CAM_WEIGHT = 0.0
+#: Learning rate of the default optimiser over a fit: decayed from ``lr`` to 0 by a cosine (the
+#: paper keeps it constant); measured in benchmarks/README.md ("Ablations").
+LR_SCHEDULE = "cosine"
 #: ImageNet normalisation of the classifier's inputs.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)

@@ -252,6 +252,7 @@ class _Run:
         snapshot: Snapshot,
         resume: dict[str, Any] | None,
         device: torch.device,
+        total_steps: int | None = None,
     ) -> None:
         rank, world = rank_and_world()
         self.main, self.options, self.objective, self.snapshot = rank == 0, options, objective, snapshot
@@ -278,6 +279,10 @@ class _Run:
         self.bad_streak = 0
         self.first_global_step = self.state.global_step
         self.partial: list[dict[str, float]] = []  # mean of an epoch cut short by max_steps (not checkpointed)
+        # Cosine decay of the default optimiser's learning rate: a function of the global step, so a
+        # resumed run follows the same schedule without extra state.
+        cosine = options.optimizer is None and cfg.lr_schedule == "cosine"
+        self.total_steps = total_steps if cosine and total_steps else None
 
     def _resume(self, resume: dict[str, Any]) -> None:
         training = resume["training"]
@@ -345,10 +350,19 @@ class _Run:
             self._bad_step(terms)
         with _deferred_interrupt():  # the step and its bookkeeping happen together or not at all
             if values is not None:
+                self._schedule_lr()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             self.state.record_step(values)
         return values
+
+    def _schedule_lr(self) -> None:
+        """Set the cosine-decayed learning rate of this step (nothing for a constant rate or a user's optimiser)."""
+        if self.total_steps is None:
+            return
+        progress = min(self.state.global_step / self.total_steps, 1.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.objective.config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def _bad_step(self, terms: dict[str, torch.Tensor]) -> None:
         self.bad_streak += 1
@@ -404,6 +418,18 @@ class _Run:
         return True
 
 
+def _total_steps(loader: Any, options: FitOptions) -> int | None:
+    """Optimisation steps of ``options.epochs`` epochs (None when the loader has no length).
+
+    ``max_steps`` does not shorten it: a run cut by ``max_steps`` and resumed follows the schedule
+    of the uninterrupted run.
+    """
+    try:
+        return options.epochs * len(loader)
+    except TypeError:
+        return None
+
+
 def train(
     decoder: nn.Module,
     model: nn.Module,
@@ -439,7 +465,7 @@ def train(
     cuda_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(options.seed)
-        run = _Run(decoder, objective, options, snapshot, resume, device)
+        run = _Run(decoder, objective, options, snapshot, resume, device, _total_steps(loader, options))
         with frozen_eval(model), FeatureTaps(model, taps) as hooks, run.checkpoint_on_failure():
             try:
                 for epoch in range(run.state.epoch, options.epochs):

@@ -88,7 +88,7 @@ def learning_curve_figure(result: ComparisonResult, path: str) -> None:
             ax.plot(epochs, [100 * r[metric] for r in fit.curve.rows], "o-", color=colour, label=result.labels[f"fcam_{key}"])
             ax.axhline(100 * rows[key][metric], color=colour, ls=":", label=f"seed CAM: {result.labels[key].split(',')[0]}")
         free = summary["best_training_free"][metric]
-        ax.axhline(100 * rows[free][metric], color="k", ls="--", label=f"best training-free: {result.labels[free][:40]}")
+        ax.axhline(100 * rows[free][metric], color="k", ls="--", label=f"best training-free: {result.labels[free]}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{name} (test)")
         ax.grid(alpha=0.3)

@@ -51,7 +51,8 @@ class FCAMUpscaler:
     frozen and is never modified), guided by seeds sampled from the wrapped method's CAM, a dense
     CRF colour prior and a size prior (F-CAM, Belharbi et al., WACV 2022). The decoder is
     class-agnostic, as in the paper: it segments the object the classifier attends to, so the
-    map does not change with ``targets``.
+    map does not change with ``targets``, unless ``FCAMConfig(cam_gate=True)`` multiplies it by the
+    requested class's CAM (class-conditional maps, at the cost of the wrapped method's backward pass).
 
     Args:
         model: the classifier, returning scores ``(B, num_classes)``.

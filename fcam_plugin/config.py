@@ -52,6 +52,7 @@ class FCAMConfig:
         seed_layers: which CAM the seeds come from: ``"stages"`` (default: the wrapped method
             evaluated separately at the classifier's stages of stride 8 and 16 and at its target
             layers, fused by ``seed_fusion``) or ``"target"`` (its target layers only, as in the paper).
+            Transformers given with a ``reshape_transform`` always use ``"target"``.
         seed_fusion: how per-stage CAMs are fused: ``"product"`` (as RefineCAM) or ``"mean"``.
         align_cams: upsample CAMs for the seeds with each cell at its receptive-field centre
             instead of the half-pixel grid (see :mod:`fcam_plugin.alignment`).

@@ -227,8 +227,12 @@ class FCAMUpscaler:
         """Layers the wrapped method is evaluated at for ``seed_layers="stages"``.
 
         The classifier's stages of stride 8 and 16 (the decoder's skip taps there), then the CAM's
-        target layers; the per-layer CAMs are fused as RefineCAM fuses its layers.
+        target layers; the per-layer CAMs are fused as RefineCAM fuses its layers. None with a
+        ``reshape_transform`` (transformers): it is written for the target layers' token grid, and
+        the stages of a hierarchical transformer (Swin) have other grids.
         """
+        if self.source.reshape_transform is not None:
+            return []
         modules = dict(self.model.named_modules())
         stages = [modules[t.name] for t in self.taps if t.stride in (8, 16)]
         layers: list[nn.Module] = []

@@ -133,7 +133,7 @@ def fidelity(method: str, ds: int | None, refs: list) -> tuple[float, float, flo
 
 def _load() -> str:
     try:
-        return "load average %.1f %.1f %.1f" % os.getloadavg()
+        return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
     except OSError:  # pragma: no cover
         return "load average n/a"
 

@@ -35,7 +35,8 @@ import platform
 import sys
 import time
 import types
-from typing import Any, Callable, Iterable
+from collections.abc import Iterable
+from typing import Any, Callable
 
 import numpy as np
 

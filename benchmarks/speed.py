@@ -29,8 +29,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from fcam_plugin import FCAMUpscaler  # noqa: E402
 from fcam_plugin._state import frozen_eval  # noqa: E402
-from fcam_plugin.taps import FeatureTaps  # noqa: E402
 from fcam_plugin.losses.crf import dense_crf_loss, resolve_crf_method  # noqa: E402
+from fcam_plugin.taps import FeatureTaps  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from crf import natural_images  # noqa: E402
@@ -50,7 +50,7 @@ def interleaved(cases: dict[str, Callable[[], object]], reps: int) -> dict[str, 
 
 
 def _load() -> str:
-    return "load average %.1f %.1f %.1f" % os.getloadavg()
+    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ argument, echoes what was received and says what is accepted.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

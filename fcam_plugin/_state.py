@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ class ModelState:
     children: list[tuple[nn.Module, dict[str, nn.Module | None]]]
 
     @classmethod
-    def capture(cls, model: nn.Module) -> "ModelState":
+    def capture(cls, model: nn.Module) -> ModelState:
         params = list(model.parameters())
         return cls(
             training=[(m, m.training) for m in model.modules()],

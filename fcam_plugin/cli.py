@@ -18,8 +18,9 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # heavy imports stay lazy: `fcam --help` must be fast
     import torch
@@ -413,7 +414,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _write_map(
-    dataset: Any, index: int, fmap: "torch.Tensor", out: Path, args: argparse.Namespace, label: int | None,
+    dataset: Any, index: int, fmap: torch.Tensor, out: Path, args: argparse.Namespace, label: int | None,
     score: float | None,
 ) -> dict[str, Any]:
     """Write ``<out>/<name>.npy`` (and ``.png`` overlay) for one image; returns its gallery entry."""
@@ -466,7 +467,7 @@ def _write_gallery(out: Path, entries: Sequence[dict[str, Any]], title: str) -> 
 
 
 @contextlib.contextmanager
-def _captured_scores(model: "nn.Module") -> Iterator[list[Any]]:
+def _captured_scores(model: nn.Module) -> Iterator[list[Any]]:
     """The outputs of the model's forward passes inside the block (its hook is removed on exit)."""
     outputs: list[Any] = []
     handle = model.register_forward_hook(lambda module, inputs, output: outputs.append(output))
@@ -592,7 +593,7 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _device(name: str | None) -> "torch.device":
+def _device(name: str | None) -> torch.device:
     import torch
 
     if name is None:
@@ -606,7 +607,7 @@ def _device(name: str | None) -> "torch.device":
     return device
 
 
-def _init_distributed(device: "torch.device") -> "torch.device":
+def _init_distributed(device: torch.device) -> torch.device:
     """Under ``torchrun`` (WORLD_SIZE > 1): join the process group, one GPU per local rank."""
     import torch
     import torch.distributed as dist
@@ -633,7 +634,7 @@ def _destroy_distributed() -> int:
     return rank
 
 
-def _build_model(args: argparse.Namespace, device: "torch.device") -> "nn.Module":
+def _build_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
     """The classifier from --arch / --model, with --weights loaded strictly, on ``device``."""
     import torch
     from torch import nn
@@ -677,7 +678,7 @@ def _build_model(args: argparse.Namespace, device: "torch.device") -> "nn.Module
     return model.to(device).eval()
 
 
-def _read_weights(path: str) -> dict[str, "torch.Tensor"]:
+def _read_weights(path: str) -> dict[str, torch.Tensor]:
     from .checkpoint import read_state_dict
     from .errors import CheckpointError
 
@@ -687,7 +688,7 @@ def _read_weights(path: str) -> dict[str, "torch.Tensor"]:
         raise UsageError(f"--weights: {error}") from None
 
 
-def _load_weights(model: "nn.Module", state: dict[str, "torch.Tensor"]) -> tuple[list[str], list[str]]:
+def _load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
     cleaned = state  # read_state_dict removed DDP's `module.` / torch.compile's `_orig_mod.` prefixes
     own = model.state_dict()
     missing = [k for k in own if k not in cleaned]
@@ -705,7 +706,7 @@ def _load_weights(model: "nn.Module", state: dict[str, "torch.Tensor"]) -> tuple
     return [], []
 
 
-def _target_layers(model: "nn.Module", names: Sequence[str] | None) -> list["nn.Module"] | None:
+def _target_layers(model: nn.Module, names: Sequence[str] | None) -> list[nn.Module] | None:
     if not names:
         return None
     layers = []
@@ -747,7 +748,7 @@ def _checkpoint_method(path: str) -> str:
     return f"{prefix}:{name}"
 
 
-def _load_upscaler(args: argparse.Namespace, model: "nn.Module") -> "FCAMUpscaler":
+def _load_upscaler(args: argparse.Namespace, model: nn.Module) -> FCAMUpscaler:
     from .errors import CheckpointError
     from .upscaler import FCAMUpscaler
 
@@ -767,7 +768,7 @@ def _load_upscaler(args: argparse.Namespace, model: "nn.Module") -> "FCAMUpscale
         raise
 
 
-def _architecture_hint(args: argparse.Namespace, model: "nn.Module") -> str:
+def _architecture_hint(args: argparse.Namespace, model: nn.Module) -> str:
     """Which flag fixes a checkpoint made for another classifier: --num-classes N, or --arch / --model."""
     from .checkpoint import classifier_fingerprint, head_outputs, read_checkpoint
 
@@ -798,7 +799,7 @@ def _eval_transform(size: int, config: Any) -> Any:
     return T.Compose([T.Resize((size, size)), _to_tensor(config)])
 
 
-def _train_loader(args: argparse.Namespace, config: Any, model: "nn.Module", device: "torch.device") -> Any:
+def _train_loader(args: argparse.Namespace, config: Any, model: nn.Module, device: torch.device) -> Any:
     """The augmented training loader of --data / --wsol-data (labels: the folders', or --labels predicted)."""
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
@@ -845,7 +846,7 @@ def _train_loader(args: argparse.Namespace, config: Any, model: "nn.Module", dev
 
 
 def _relabel_with_predictions(
-    dataset: Any, model: "nn.Module", device: "torch.device", args: argparse.Namespace, config: Any
+    dataset: Any, model: nn.Module, device: torch.device, args: argparse.Namespace, config: Any
 ) -> None:
     """Replace an ImageFolder's labels by the classifier's top-1 class of each (resized, un-augmented) image."""
     import torch

@@ -131,7 +131,7 @@ class FCAMConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FCAMConfig":
+    def from_dict(cls, data: dict[str, Any]) -> FCAMConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

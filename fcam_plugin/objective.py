@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import torch
 from torch import nn

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -583,7 +583,7 @@ class FeatureTaps:
         if self._armed and self._input_size is None and args and isinstance(args[0], torch.Tensor) and args[0].ndim == 4:
             self._input_size = (int(args[0].shape[-2]), int(args[0].shape[-1]))
 
-    def attach(self) -> "FeatureTaps":
+    def attach(self) -> FeatureTaps:
         if not self._handles:
             modules = dict(self.model.named_modules())
             self._handles.append(self.model.register_forward_pre_hook(self._input_hook))
@@ -654,7 +654,7 @@ class FeatureTaps:
                     )
         return None
 
-    def __enter__(self) -> "FeatureTaps":
+    def __enter__(self) -> FeatureTaps:
         return self.attach()
 
     def __exit__(self, *exc: object) -> None:

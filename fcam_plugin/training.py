@@ -15,8 +15,9 @@ import os
 import signal
 import threading
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -103,7 +104,7 @@ class TrainState:
     seen: int = 0
 
     @classmethod
-    def from_checkpoint(cls, training: dict[str, Any]) -> "TrainState":
+    def from_checkpoint(cls, training: dict[str, Any]) -> TrainState:
         state = cls(training["epoch"], training["step_in_epoch"], training["global_step"], list(training["history"]))
         if state.step_in_epoch > 0:  # the running means of the interrupted epoch
             state.sums = dict(training.get("epoch_sums") or {})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -149,9 +150,9 @@ class FCAMUpscaler:
         resume: str | os.PathLike | None = None,
         max_steps: int | None = None,
         max_bad_steps: int = 20,
-        on_epoch_end: Callable[[int, "FCAMUpscaler"], None] | None = None,
+        on_epoch_end: Callable[[int, FCAMUpscaler], None] | None = None,
         val_loader: Any = None,
-    ) -> "FCAMUpscaler":
+    ) -> FCAMUpscaler:
         """Train the decoder; the classifier stays frozen and comes back unchanged.
 
         Args:
@@ -242,7 +243,7 @@ class FCAMUpscaler:
         return layers
 
     def _epoch_callback(
-        self, callbacks: Sequence[Callable[[int, "FCAMUpscaler"], None]]
+        self, callbacks: Sequence[Callable[[int, FCAMUpscaler], None]]
     ) -> Callable[[int, nn.Module, list[dict[str, float]]], None]:
         """The training loop's epoch hook: the decoder being trained, seen through this upscaler."""
 
@@ -484,7 +485,7 @@ class FCAMUpscaler:
         """Alias of :meth:`close`, named like torchcam's ``extractor.remove_hooks()``."""
         self.close()
 
-    def __enter__(self) -> "FCAMUpscaler":
+    def __enter__(self) -> FCAMUpscaler:
         self.source.attach()
         return self
 
@@ -535,7 +536,7 @@ class FCAMUpscaler:
         *,
         check_weights: bool = True,
         **kwargs: Any,
-    ) -> "FCAMUpscaler":
+    ) -> FCAMUpscaler:
         """Rebuild an upscaler saved by :meth:`save` for ``model`` and ``method``.
 
         Uses ``torch.load(weights_only=True)``: no pickled code is executed.

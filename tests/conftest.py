@@ -6,7 +6,7 @@ The `device` fixture runs a test on the CPU and, where CUDA is available, again 
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import torch

@@ -18,14 +18,12 @@ from typing import Any, Callable
 
 import pytest
 import torch
+from _helpers import tiny_cnn
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from _helpers import tiny_cnn
-
-from fcam_plugin import CheckpointError, FCAMConfig, FCAMUpscaler, NotFittedError
-from fcam_plugin import NoSpatialFeaturesError
+from fcam_plugin import CheckpointError, FCAMConfig, FCAMUpscaler, NoSpatialFeaturesError, NotFittedError
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 NUM_CLASSES = 3

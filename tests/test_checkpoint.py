@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
-
 from _helpers import tiny_cnn
+from torch import nn
 
 from fcam_plugin import CheckpointError, FCAMConfig, FCAMUpscaler
 from fcam_plugin.checkpoint import CHECKPOINT_FORMAT, SCHEMA_VERSION, atomic_save, read_checkpoint

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -19,16 +19,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from _helpers import tiny_cnn
 from pytorch_grad_cam import GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
-from _helpers import tiny_cnn
 from test_crf import FIDELITY_CASES, _fidelity, _logits, _natural
 from test_distributed import PER_RANK_BATCH, WORLD, _Blobs, _model, _rank_ordered_single_process_loader
 from test_model_untouched import make_model, run_untouched
 from test_resume import Loader
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin.checkpoint import read_checkpoint

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fcam_plugin.losses.cross_entropy import PartialCrossEntropy, partial_cross_entropy
-from fcam_plugin.seeds import IGNORE_INDEX, otsu_threshold, sample_seeds
 from fcam_plugin.losses.size import BarrierSchedule, LogBarrierSize, log_barrier, log_barrier_size
+from fcam_plugin.seeds import IGNORE_INDEX, otsu_threshold, sample_seeds
 
 
 def _square_cam(size: int = 48, lo: int = 12, hi: int = 36) -> torch.Tensor:

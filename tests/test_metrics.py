@@ -18,13 +18,13 @@ from fcam_plugin.metrics import (
     MaxBoxAcc,
     MaxBoxAccV2,
     PxAP,
+    _cv2,
     box_iou,
     boxes_from_mask,
     cam_thresholds,
     normalize_scoremap,
     resize_like_wsolevaluation,
 )
-from fcam_plugin.metrics import _cv2
 
 
 # ------------------------------------------------------------------------------------------

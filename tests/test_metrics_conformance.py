@@ -33,11 +33,11 @@ from fcam_plugin.metrics import (
     MaxBoxAcc,
     MaxBoxAccV2,
     PxAP,
+    _contours,
     box_iou,
     boxes_from_mask,
     cam_thresholds,
 )
-from fcam_plugin.metrics import _contours
 
 
 # ------------------------------------------------------------------------------------------

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import signal
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
+from _helpers import tiny_cnn
 from torch import nn
 
 import fcam_plugin.objective as objective
-from _helpers import tiny_cnn
-
 from fcam_plugin import FCAMConfig, FCAMUpscaler
-from fcam_plugin.losses.size import log_barrier, log_barrier_size
 from fcam_plugin.checkpoint import read_checkpoint
+from fcam_plugin.losses.size import log_barrier, log_barrier_size
 
 EPOCHS, BATCHES, SEED = 2, 4, 3
 # Constant rate: one test interrupts a run driven by its own SGD (which is never rescheduled) and

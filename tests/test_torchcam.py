@@ -8,8 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fcam_plugin import FCAMUpscaler
-from fcam_plugin import NoCapturedInputError
+from fcam_plugin import FCAMUpscaler, NoCapturedInputError
 from fcam_plugin.adapters.torchcam import TorchCAMSource
 from fcam_plugin.config import FCAMConfig
 
@@ -251,7 +250,7 @@ def test_state_restored_after_an_exception_in_the_block(data) -> None:
     with pytest.raises(ZeroDivisionError):
         with FCAMUpscaler(model, SmoothGradCAMpp, [model[5]], config=CONFIG, num_samples=2) as up:
             up.fit(loader, epochs=1, max_steps=1, progress=False)
-            1 / 0
+            1 / 0  # noqa: B018 (an error raised inside the block)
     assert_same(before, snapshot(model))
     # an error raised inside fit (bad labels) also leaves the model as it was
     bad = DataLoader(TensorDataset(x, torch.tensor([0, 1, 2, 9])), batch_size=4)

@@ -24,8 +24,9 @@ import functools
 import inspect
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from difflib import get_close_matches
-from typing import Any, Callable, ClassVar, Iterator, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F

@@ -9,7 +9,8 @@ run through the library itself, whose output is converted back to a tensor.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -203,7 +204,7 @@ class _LayerRecorder:
 
         return hook
 
-    def __enter__(self) -> "_LayerRecorder":
+    def __enter__(self) -> _LayerRecorder:
         self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
         return self
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -369,7 +370,7 @@ class TorchCAMSource(CAMSource):
     def fuse_cams(self, cams: list[torch.Tensor], target_shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """The wrapped class's ``fuse_cams`` (LayerCAM scales, RefineCAM multiplies, the others take the max)."""
         extractor = self._instance
-        fuse = getattr(extractor if extractor is not None else self._cls, "fuse_cams")
+        fuse = (extractor if extractor is not None else self._cls).fuse_cams
         if extractor is None and "self" in inspect.signature(fuse).parameters:  # FinerCAM: an instance method
             return super().fuse_cams(cams, target_shape)
         return fuse(cams, target_shape)

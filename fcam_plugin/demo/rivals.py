@@ -7,7 +7,8 @@ here: it comes from :meth:`fcam_plugin.FCAMUpscaler.low_res_cams`, the path of `
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_grad_cam

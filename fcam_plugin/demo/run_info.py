@@ -38,7 +38,7 @@ class Stage:
         self.timings, self.name, self.verbose = timings, name, verbose
         self.note = ""
 
-    def __enter__(self) -> "Stage":
+    def __enter__(self) -> Stage:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 

@@ -136,4 +136,5 @@ class FCAMConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown F-CAM config keys {unknown}; accepted: {sorted(known)}.")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)

@@ -83,6 +83,7 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
         mean = stats[:c] / n
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
         if self.track_running_stats and self.running_mean is not None:
+            assert self.running_var is not None and self.num_batches_tracked is not None  # tracked together
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
                 self.running_mean.mul_(1 - m).add_(m * mean)
@@ -132,7 +133,7 @@ def shard_loader(loader: Any, seed: int) -> Any:
             "`loader` uses a custom batch_sampler and cannot be sharded automatically under "
             "torch.distributed; build it with a DistributedSampler."
         )
-    sampler = DistributedSampler(
+    sampler: DistributedSampler = DistributedSampler(
         loader.dataset, shuffle=isinstance(loader.sampler, RandomSampler), seed=seed, drop_last=loader.drop_last
     )
     return DataLoader(

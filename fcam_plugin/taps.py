@@ -622,8 +622,7 @@ class FeatureTaps:
                     f"{_tap_list(self.taps)}); the model's forward skips them for these inputs: pass `skip_layers` "
                     "with layers that always run."
                 )
-            problems = [self._mismatch(t) for t in self.taps]
-            problems = [p for p in problems if p]
+            problems = [p for p in (self._mismatch(t) for t in self.taps) if p]
             if self._repeated:
                 problems.insert(0, f"{sorted(self._repeated)} ran more than once in one forward pass")
             if problems:

@@ -235,10 +235,11 @@ def build_optimizer(spec: Any, decoder: nn.Module, config: FCAMConfig) -> torch.
 def reset_parameters(module: nn.Module) -> None:
     """Re-initialise every sub-module's parameters and running statistics (from the global RNG)."""
     for m in module.modules():
-        if hasattr(m, "reset_parameters") and m is not module:
-            m.reset_parameters()
-        if hasattr(m, "reset_running_stats"):
-            m.reset_running_stats()
+        reset, reset_stats = getattr(m, "reset_parameters", None), getattr(m, "reset_running_stats", None)
+        if callable(reset) and m is not module:
+            reset()
+        if callable(reset_stats):
+            reset_stats()
 
 
 # ---------------------------------------------------------------------------------- trainer
@@ -383,9 +384,9 @@ class _Run:
         """Run (the rest of) one epoch; returns False when ``max_steps`` stopped the run inside it."""
         opts = self.options
         torch.manual_seed(opts.seed + 7919 * (epoch + 1))
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
         t = self.schedule(epoch)
         skip = self.state.step_in_epoch if epoch == self.state.epoch else 0
         self.state.start_epoch(epoch)

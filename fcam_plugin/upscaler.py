@@ -121,7 +121,7 @@ class FCAMUpscaler:
         )
         owned = {id(m) for m in modules.values()}
         check_called_once(probe, model, [m for m in self.source.target_layers if id(m) in owned], "target_layers")
-        self.decoder = UNetDecoder(
+        self.decoder: nn.Module = UNetDecoder(
             [t.channels for t in self.taps], [t.stride for t in self.taps], self.config.decoder_channels
         ).to(self.device, torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32)
         self.fitted = False

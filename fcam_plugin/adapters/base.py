@@ -191,7 +191,7 @@ def quiet_extractors(model: nn.Module, keep: Sequence[object] = ()) -> Iterator[
 
 def _accepted_keywords(cls: type) -> set[str] | None:
     """Keyword names ``cls(...)`` accepts, or None when its ``__init__`` takes ``**kwargs``."""
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]  # the class's own __init__
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return None
     return {n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL} - {"self"}

@@ -182,7 +182,7 @@ class WrapperCAMSource(CAMSource):
         Raises:
             TypeError / ValueError: arguments the method would reject, or targets naming no class.
         """
-        signature = inspect.signature(self._cls.forward)
+        signature = inspect.signature(self._cls.forward)  # type: ignore[attr-defined]  # a grad-cam wrapper class
         try:
             bound = signature.bind(None, *args, **kwargs)
         except TypeError as error:

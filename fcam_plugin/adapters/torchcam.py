@@ -104,7 +104,7 @@ def _graph_nodes(tensor: torch.Tensor) -> set[int]:
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        frontier.extend(next_node for next_node, _ in node.next_functions)
+        frontier.extend(next_node for next_node, _ in node.next_functions if next_node is not None)
     return seen
 
 
@@ -364,13 +364,13 @@ class TorchCAMSource(CAMSource):
         """Forget the recorded forward passes."""
         self._capture.reset()
 
-    def _paused(self) -> contextlib.AbstractContextManager[None]:
+    def _paused(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]  # a context manager, as the base's
         return self._capture.paused()
 
     def fuse_cams(self, cams: list[torch.Tensor], target_shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """The wrapped class's ``fuse_cams`` (LayerCAM scales, RefineCAM multiplies, the others take the max)."""
         extractor = self._instance
-        fuse = (extractor if extractor is not None else self._cls).fuse_cams
+        fuse = (extractor if extractor is not None else self._cls).fuse_cams  # type: ignore[union-attr]
         if extractor is None and "self" in inspect.signature(fuse).parameters:  # FinerCAM: an instance method
             return super().fuse_cams(cams, target_shape)
         return fuse(cams, target_shape)

@@ -98,7 +98,7 @@ class MultiObjectWSOL(SyntheticWSOL):
         low, high = self.variant.object_area
         area = (low / count, high / count)
         for label in labels:
-            mask = self._free_place(rng, self._family(rng, label), area, masks.any(0))
+            mask = self._free_place(rng, self._family(rng, label), area, np.asarray(masks.any(0)))
             body = self._body_colour(rng, bg_base)
             obj = self._canvas.body_texture(rng, body, self.variant.texture_bank)
             image = np.where(mask[..., None], obj * (1 + 0.12 * self._canvas.field(rng, 1, self.image_size / 8)), image)

@@ -7,6 +7,7 @@ A :class:`Canvas` holds the pixel grids of one image size; every method draws fr
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -166,7 +167,7 @@ class Canvas:
             image += (0.08 * self.stripes(rng, 0.03, 0.12))[..., None] * rng.uniform(-1, 1, 3).astype(np.float32)
         return image
 
-    def motif(self, rng: np.random.Generator, motif: dict[str, object], cx: float, cy: float) -> np.ndarray:
+    def motif(self, rng: np.random.Generator, motif: dict[str, Any], cx: float, cy: float) -> np.ndarray:
         """Texture ``(S, S, 3)`` of a class ``motif`` (see :func:`class_motif`) centred on ``(cx, cy)``."""
         f, a = float(motif["freq"]), float(motif["angle"]) + rng.uniform(-0.25, 0.25)
         ca, sa = math.cos(a), math.sin(a)

@@ -321,7 +321,8 @@ class SyntheticWSOL(Dataset):
         for _ in range(int(rng.integers(low, high + 1))):
             radius = s * rng.uniform(0.08, 0.16)
             family = self._distractor_ids[int(rng.integers(len(self._distractor_ids)))]
-            blob = self._canvas.shape(rng, family, *rng.uniform(0, s, 2), radius)
+            cx, cy = rng.uniform(0, s, 2)
+            blob = self._canvas.shape(rng, family, float(cx), float(cy), radius)
             colour = np.clip(body + rng.normal(0, 0.08, 3), 0, 1).astype(np.float32)
             tex = self._canvas.body_texture(rng, colour, self.variant.texture_bank)
             image = np.where(blob[..., None], tex, image)

@@ -85,7 +85,8 @@ def read_image_ids(path: str | os.PathLike) -> list[str]:
         MetadataError: duplicated id or a line containing a comma.
     """
     path = Path(path)
-    ids, seen = [], {}
+    ids: list[str] = []
+    seen: dict[str, int] = {}
     for number, line in _lines(path):
         image_id = line.strip()
         if "," in image_id:
@@ -301,9 +302,9 @@ class WSOLDataset(Dataset):
         paths, ignore = self._loc[image_id]
 
         def load(rel: str) -> np.ndarray:
-            with Image.open(self.mask_root / rel) as m:
-                m = m.convert("L").resize((w, h), Image.NEAREST)
-                return np.asarray(m) > 127
+            with Image.open(self.mask_root / rel) as file:
+                mask = file.convert("L").resize((w, h), Image.Resampling.NEAREST)
+                return np.asarray(mask) > 127
 
         fg = np.zeros((h, w), dtype=bool)
         for rel in paths:
@@ -316,8 +317,8 @@ class WSOLDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, dict[str, Any]]:
         image_id = self.image_ids[index]
         h, w = self.image_size
-        with Image.open(self.data_root / image_id) as img:
-            img = img.convert("RGB")
+        with Image.open(self.data_root / image_id) as file:
+            img = file.convert("RGB")
         orig_w, orig_h = img.size
         meta_size = self.image_sizes.get(image_id)
         if meta_size is not None and meta_size != (orig_w, orig_h):
@@ -325,7 +326,7 @@ class WSOLDataset(Dataset):
                 f"{self.meta / 'image_sizes.txt'}: size of {image_id!r} is {meta_size} (W, H), but "
                 f"the image file is {(orig_w, orig_h)}."
             )
-        img = img.resize((w, h), Image.BILINEAR)
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
         if self.transform is not None:
             image = self.transform(img)
         else:

@@ -104,7 +104,8 @@ def _protocol_cam_maps(up: FCAMUpscaler) -> Any:
 
     def fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         low = up.low_res_cams(images, labels)
-        return torch.from_numpy(resize_like_wsolevaluation(low.cpu(), tuple(images.shape[-2:]))).float()
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        return torch.from_numpy(resize_like_wsolevaluation(low.cpu(), size)).float()
 
     return fn
 

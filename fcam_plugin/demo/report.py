@@ -12,6 +12,10 @@ _HEADLINE = (("PxAP", "pxap"), ("MaxBoxAcc", "maxboxacc"), ("MaxBoxAccV2", "maxb
 _LOW_ACCURACY = 0.6
 
 
+def _argmax(rows: dict[str, dict[str, float]], keys: list[str], metric: str) -> str:
+    """The key among ``keys`` whose row scores highest on ``metric``."""
+    return max(keys, key=lambda key: rows[key][metric])
+
 def _fcam_keys(result: ComparisonResult) -> list[str]:
     return [k for k in result.scores if k.startswith("fcam_")]
 
@@ -26,8 +30,8 @@ def summarize(result: ComparisonResult) -> dict[str, Any]:
     """
     rows = result.rows()
     free = [k for k in rows if not k.startswith("fcam_")]
-    best = {m: max(rows, key=lambda k, m=m: rows[k][m]) for _, m in _HEADLINE}
-    best_free = {m: max(free, key=lambda k, m=m: rows[k][m]) for _, m in _HEADLINE}
+    best = {m: _argmax(rows, list(rows), m) for _, m in _HEADLINE}
+    best_free = {m: _argmax(rows, free, m) for _, m in _HEADLINE}
     gains = {}
     for key in _fcam_keys(result):
         seed = key[len("fcam_"):]

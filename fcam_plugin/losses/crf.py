@@ -40,7 +40,7 @@ full-resolution loss at 224^2: 0.977 block averages at f = 4, 0.984 groups at f 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -210,7 +210,7 @@ class _Points(NamedTuple):
 
     values: Tensor
     feats: Tensor
-    index: Tensor | None
+    index: Tensor | None  # type: ignore[assignment]  # the field shadows tuple.index on purpose
 
 
 def _points(probs: Tensor, images: Tensor, f: int, sigma_xy: float, sigma_rgb: float) -> _Points:
@@ -466,7 +466,7 @@ class _QuadraticCRF(torch.autograd.Function):
 # public API
 
 
-def _check_inputs(probs: object, images: object) -> None:
+def _check_inputs(probs: Any, images: Any) -> None:
     for name, x, want in (("probs", probs, "(B, K, H, W)"), ("images", images, "(B, 3, H, W)")):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"`{name}` must be a torch.Tensor of shape {want}, got {describe(x)}.")
@@ -494,8 +494,8 @@ def _check_inputs(probs: object, images: object) -> None:
             f"`probs` ({probs.device}) and `images` ({images.device}) must be on the same device."
         )
     if images.numel():
-        lo, hi = torch.aminmax(images.detach())
-        lo, hi = float(lo), float(hi)
+        low, high = torch.aminmax(images.detach())
+        lo, hi = float(low), float(high)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("`images` contains NaN or Inf values.")
         if lo < 0.0 or hi <= 1.0:

@@ -54,8 +54,8 @@ def level_contours(q: np.ndarray, lows: np.ndarray) -> tuple[np.ndarray, np.ndar
         contours.extend(found)
         offsets.append((c0, r0))
         counts.append(len(found))
-    counts = np.asarray(counts, dtype=np.int64)
-    if (counts == 0).any():  # cannot happen: a non-empty map has an outer contour
+    per_level = np.asarray(counts, dtype=np.int64)
+    if (per_level == 0).any():  # cannot happen: a non-empty map has an outer contour
         raise RuntimeError("OpenCV found no contour in a non-empty binary map.")
     lengths = np.fromiter((len(c) for c in contours), dtype=np.int64, count=len(contours))
     points = np.concatenate(contours).reshape(-1, 2).astype(np.int64)
@@ -64,7 +64,7 @@ def level_contours(q: np.ndarray, lows: np.ndarray) -> tuple[np.ndarray, np.ndar
     following = np.arange(1, len(points) + 1)
     following[starts + lengths - 1] = starts  # close each polygon
     area2 = np.abs(np.add.reduceat(x * y[following] - y * x[following], starts))  # shoelace
-    shift = np.repeat(np.asarray(offsets, dtype=np.int64), counts, axis=0)
+    shift = np.repeat(np.asarray(offsets, dtype=np.int64), per_level, axis=0)
     boxes = np.stack(
         [
             np.minimum.reduceat(x, starts) + shift[:, 0],
@@ -74,7 +74,7 @@ def level_contours(q: np.ndarray, lows: np.ndarray) -> tuple[np.ndarray, np.ndar
         ],
         1,
     )
-    return boxes, area2, counts
+    return boxes, area2, per_level
 
 
 def level_best(q: np.ndarray, lows: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+cv2: Any  # the module, or None where OpenCV is missing (see require_cv2)
 try:  # OpenCV is a dependency of grad-cam; the "components" convention works without it
     import cv2
 except ImportError:  # pragma: no cover - exercised only where OpenCV is missing

@@ -13,6 +13,8 @@ valid score maps; only the reference's preparation reproduces the published tabl
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._cv2 import cv2, require_cv2
@@ -78,7 +80,7 @@ def normalize_scoremap(maps: object) -> np.ndarray:
     return out[0] if single else out
 
 
-def _check_size(size: object) -> tuple[int, int]:
+def _check_size(size: Any) -> tuple[int, int]:
     """``(H, W)`` from an int or a pair of positive ints."""
     pair = (size, size) if isinstance(size, (int, np.integer)) and not isinstance(size, bool) else size
     ok = isinstance(pair, (tuple, list)) and len(pair) == 2

@@ -22,14 +22,19 @@ from fcam_plugin.data import SyntheticWSOL
 from fcam_plugin.metrics import PxAP
 
 SIZE = 64
+#: The synthetic variant: class evidence over the whole object (a texture), among look-alike
+#: distractors. On the default "parts" variant (evidence in a small part) this small CNN fails to
+#: learn for some initialisations (test accuracy 0.56-0.67 for 3 of 6 classifier seeds), and the
+#: classifier is what changes between CPUs: floating-point differences train another one.
+VARIANT = "textures"
 FIT_SEEDS = (0, 1, 2)
 EPOCHS = 3
-#: Required gain of the median final PxAP over the bilinear GradCAM++ map (0.302). Measured with the
-#: defaults on a 2-core Intel Xeon (torch 2.14.1): final PxAP 0.479 / 0.490 / 0.467 for fit seeds
-#: 0 / 1 / 2 (median gain +0.177, per-epoch medians 0.439, 0.471, 0.479). The paper's recipe
-#: (single-layer seeds, constant learning rate) gave a median of 0.291 (-0.011), falling every
-#: epoch, which is the failure this test was rewritten for. See benchmarks/README.md, "Learning test".
-MARGIN = 0.08
+#: Required gain of the median final PxAP over the bilinear GradCAM++ map. Measured with the defaults
+#: on a 2-core Intel Xeon (torch 2.14.1) for six classifier seeds (the fixture uses seed 0): accuracy
+#: 0.89-1.0, bilinear PxAP 0.24-0.28, median F-CAM gain +0.188 to +0.534 (seed 0: 0.272 -> 0.677,
+#: per-epoch medians 0.707, 0.737, 0.677), never below the bilinear map at any epoch. See
+#: benchmarks/README.md, "Learning test".
+MARGIN = 0.10
 
 
 def _small_cnn(num_classes: int) -> nn.Sequential:
@@ -60,8 +65,8 @@ def _pxap(maps: torch.Tensor, masks: torch.Tensor) -> float:
 def trained() -> dict:
     """A classifier trained on the synthetic set, its test split and the bilinear GradCAM++ PxAP."""
     torch.manual_seed(0)
-    train = SyntheticWSOL(320, image_size=SIZE, num_classes=2, seed=0, split="train", cache=True)
-    test = SyntheticWSOL(64, image_size=SIZE, num_classes=2, seed=0, split="test", cache=True)
+    train = SyntheticWSOL(320, image_size=SIZE, num_classes=2, seed=0, split="train", cache=True, variant=VARIANT)
+    test = SyntheticWSOL(64, image_size=SIZE, num_classes=2, seed=0, split="test", cache=True, variant=VARIANT)
     model = _small_cnn(2)
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)
     loader = DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))

@@ -28,6 +28,7 @@ import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
+from fcam_plugin.adapters import normalize_per_image
 from fcam_plugin.data import VARIANTS, MultiObjectWSOL
 from fcam_plugin.demo import preset
 from fcam_plugin.demo.classifier import classifier_for
@@ -50,19 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _minmax(maps: torch.Tensor) -> torch.Tensor:
-    flat = maps.flatten(1)
-    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    return ((flat - low) / (high - low).clamp_min(1e-12)).view_as(maps)
-
-
 def score(fn: MapsFn, test: MultiObjectWSOL) -> dict[str, float]:
     """Per-class PxAP and right-object rate of ``fn`` over every (image, present class) pair."""
     metric, right, pairs = PxAP(), 0, 0
     for i in range(len(test)):
         image, labels, masks = test[i]
         classes = labels.long()
-        maps = _minmax(fn(image[None].expand(len(classes), -1, -1, -1), classes).detach().float().cpu())
+        maps = normalize_per_image(fn(image[None].expand(len(classes), -1, -1, -1), classes).detach().float().cpu())
         for k, c in enumerate(classes.tolist()):
             metric.update(maps[k], masks[c])
             mass = [(maps[k] * masks[other]).sum() / masks[other].sum().clamp_min(1) for other in classes.tolist()]

@@ -100,21 +100,23 @@ class Objective:
         # NaN CAMs (a model producing NaN) would crash seed sampling: treat them as flat, the loss flags it.
         return torch.nan_to_num(self._upsample([low], layers, size)[0], nan=0.0).clamp(0, 1)
 
-    def seeds(
-        self, taps: FeatureTaps, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """Seeds ``(B, H, W)`` from the CAMs of ``labels``, the skip features of the same forward, and the CAMs."""
-        cfg = self.config
+    def cams_and_features(
+        self, taps: FeatureTaps, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The seed CAMs of ``labels`` ``(B, 1, H, W)`` and the skip features of the same forward."""
         self.prepare()  # before arming: the first forward after arm() must be on the images
         taps.arm()
         cams = self.seed_cams(images, labels)
-        features = taps.collect()
-        offset, total = global_batch_slice(images.shape[0], images.device)  # (0, B) outside torch.distributed
-        seeds = sample_seeds(
-            cams, cfg.n_fg, cfg.n_bg, cfg.seed_patch, cfg.fg_erosion, cfg.bg_percentile,
+        return cams, taps.collect()
+
+    def sample(self, seed_map: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Seeds ``(B, H, W)`` drawn from ``seed_map`` ``(B, 1, H, W)`` with the config's seed parameters."""
+        cfg = self.config
+        offset, total = global_batch_slice(seed_map.shape[0], seed_map.device)  # (0, B) outside torch.distributed
+        return sample_seeds(
+            seed_map, cfg.n_fg, cfg.n_bg, cfg.seed_patch, cfg.fg_erosion, cfg.bg_percentile,
             generator=generator, batch_offset=offset, batch_total=total,
         )
-        return seeds, features, cams
 
     def terms(
         self, logits: torch.Tensor, seeds: torch.Tensor, images: torch.Tensor, t: float,
@@ -151,10 +153,18 @@ class Objective:
         t: float,
         generator: torch.Generator | None,
         amp: bool = False,
+        self_train: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Loss terms of one step (``total`` included) for a batch already on the model's device."""
-        seeds, features, cams = self.seeds(taps, images, labels, generator)
+        """Loss terms of one step (``total`` included) for a batch already on the model's device.
+
+        ``self_train``: draw the seeds from √(decoder probability × seed CAM), where the decoder and
+        the CAM agree, instead of from the seed CAM (``config.self_training_from``).
+        """
+        cams, features = self.cams_and_features(taps, images, labels)
         autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
         with autocast:
             logits = decoder(features, tuple(images.shape[-2:]))
-        return self.terms(logits, seeds, images, t, cams)
+        seed_map = cams
+        if self_train:
+            seed_map = normalize_per_image((logits.detach().float().softmax(1)[:, 1:2] * cams).sqrt()).clamp(0, 1)
+        return self.terms(logits, self.sample(seed_map, generator), images, t, cams)

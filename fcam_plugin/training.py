@@ -340,7 +340,9 @@ class _Run:
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         self.generator.manual_seed(opts.seed * 1_000_003 + self.state.global_step)
-        terms = self.objective(self.step_module, taps, images, labels, t, self.generator, opts.amp)
+        start = self.objective.config.self_training_from
+        self_train = start > 0 and self.state.epoch + 1 >= start
+        terms = self.objective(self.step_module, taps, images, labels, t, self.generator, opts.amp, self_train)
         loss = terms["total"]
         self.optimizer.zero_grad(set_to_none=True)
         values = None

@@ -11,10 +11,12 @@ from .defaults import (
     BARRIER_T0,
     BARRIER_T_MAX,
     BG_PERCENTILE,
+    CAM_GATE,
     CAM_WEIGHT,
     CRF_WEIGHT,
     DECODER_CHANNELS,
     FG_EROSION,
+    GATE_DILATION,
     IMAGENET_MEAN,
     IMAGENET_STD,
     LR_SCHEDULE,
@@ -61,10 +63,16 @@ class FCAMConfig:
         sigma_xy / sigma_rgb: bilateral kernel widths (pixels / RGB levels in 0..255).
         crf_method: "auto", "lattice" or "exact" (see ``fcam_plugin.losses.dense_crf_loss``).
         size_weight: weight of the log-barrier size term; 0 disables it.
-        cam_gate: at inference, multiply the decoder's foreground probability by the square root of
-            the seed CAM (``seed_layers``) of the requested class: maps that change with ``targets``
-            and ignore look-alike regions the classifier does not use, at the cost of the wrapped
-            method's backward pass at every call.
+        cam_gate: at inference, multiply the decoder's foreground probability by the class gate
+            (:func:`fcam_plugin.class_gate.class_gate`): the square root of the seed CAM
+            (``seed_layers``) of the requested class, dilated by ``gate_dilation``. Maps change with
+            ``targets`` / ``class_idx`` (None: the predicted class) and ignore objects and look-alike
+            regions far from the class's evidence, at the cost of the wrapped method's backward pass
+            at every call. ``False`` (default): one class-agnostic map for every class, as the paper.
+        gate_dilation: side of the gate's max-pooling window, as a fraction of the image side
+            (0: the CAM itself, undilated).
+        self_training_from: from this epoch on (1-based), seeds are drawn from √(decoder
+            probability × seed CAM), where the decoder and the CAM agree; 0 (default): never.
         cam_weight: weight of the CAM prior (:func:`fcam_plugin.losses.cam_prior`), which keeps the
             seed CAM's graded ranking where seeds and colours say nothing; 0 disables it.
         barrier_t0 / barrier_factor / barrier_t_max: barrier parameter t, per epoch
@@ -90,7 +98,9 @@ class FCAMConfig:
     crf_method: str = "auto"
     size_weight: float = SIZE_WEIGHT
     cam_weight: float = CAM_WEIGHT
-    cam_gate: bool = False
+    cam_gate: bool = CAM_GATE
+    gate_dilation: float = GATE_DILATION
+    self_training_from: int = 0
     barrier_t0: float = BARRIER_T0
     barrier_factor: float = BARRIER_FACTOR
     barrier_t_max: float = BARRIER_T_MAX
@@ -114,11 +124,13 @@ class FCAMConfig:
         check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         check_choice("seed_layers", self.seed_layers, SEED_LAYER_CHOICES)
         check_choice("seed_fusion", self.seed_fusion, SEED_FUSION_CHOICES)
-        for name in ("n_fg", "n_bg", "seed_patch", "fg_erosion"):
-            value, least = getattr(self, name), 0 if name in ("n_fg", "n_bg") else 1
+        for name in ("n_fg", "n_bg", "seed_patch", "fg_erosion", "self_training_from"):
+            value, least = getattr(self, name), 0 if name in ("n_fg", "n_bg", "self_training_from") else 1
             odd = name in ("seed_patch", "fg_erosion")
             if not isinstance(value, int) or isinstance(value, bool) or value < least or (odd and value % 2 == 0):
                 raise ValueError(f"`{name}` must be {'an odd' if odd else 'an'} int >= {least}, got {value!r}.")
+        if not isinstance(self.gate_dilation, (int, float)) or not 0 <= self.gate_dilation <= 1:
+            raise ValueError(f"`gate_dilation` must be a number in [0, 1], got {self.gate_dilation!r}.")
         if not isinstance(self.bg_percentile, (int, float)) or not 0 < self.bg_percentile < 100:
             raise ValueError(f"`bg_percentile` must be in (0, 100), got {self.bg_percentile!r}.")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

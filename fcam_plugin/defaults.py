@@ -11,10 +11,12 @@ __all__ = [
     "BARRIER_T0",
     "BARRIER_T_MAX",
     "BG_PERCENTILE",
+    "CAM_GATE",
     "CAM_WEIGHT",
     "CRF_WEIGHT",
     "DECODER_CHANNELS",
     "FG_EROSION",
+    "GATE_DILATION",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LR_SCHEDULE",
@@ -47,6 +49,11 @@ SIGMA_XY, SIGMA_RGB = 100.0, 15.0
 SIZE_WEIGHT, BARRIER_T0, BARRIER_FACTOR, BARRIER_T_MAX = 0.1, 1.0, 1.01, 10.0
 #: Weight of the CAM prior (BCE between the foreground probability and the seed CAM on every pixel).
 CAM_WEIGHT = 0.0
+#: The class gate at inference (off by default: at 224 px it costs boxes): the decoder's probability
+#: times the square root of the requested class's seed CAM, max-pooled over a window of
+#: ``GATE_DILATION`` times the image side (see :mod:`fcam_plugin.class_gate`); measured in
+#: benchmarks/README.md ("Class-conditional maps").
+CAM_GATE, GATE_DILATION = False, 0.25
 #: Learning rate of the default optimiser over a fit: decayed from ``lr`` to 0 by a cosine (the
 #: paper keeps it constant); measured in benchmarks/README.md ("Ablations").
 LR_SCHEDULE = "cosine"

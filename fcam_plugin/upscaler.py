@@ -25,6 +25,7 @@ from .checkpoint import (
     clean_state_dict,
     read_checkpoint,
 )
+from .class_gate import class_gate
 from .config import FCAMConfig
 from .decoder import UNetDecoder
 from .errors import CheckpointError, NotFittedError
@@ -299,7 +300,8 @@ class FCAMUpscaler:
         probs = logits.float().softmax(1)[:, 1]
         if not self.config.cam_gate:
             return probs
-        return probs * self._gate(images, self._gate_classes(scores, classes, argument)).sqrt()
+        seed_cams = self._gate(images, self._gate_classes(scores, classes, argument))
+        return probs * class_gate(seed_cams, self.config.gate_dilation)
 
     def _gate_classes(self, scores: Any, classes: Any, argument: str) -> torch.Tensor:
         """The gate's classes ``(B,)``: ``classes`` checked against the model's scores, or the predicted ones."""

@@ -1,4 +1,4 @@
-"""The class gate (``FCAMConfig(cam_gate=True)``): maps that change with ``targets`` / ``class_idx``."""
+"""The class gate (``FCAMConfig(cam_gate=True)``, the default): maps that change with ``targets`` / ``class_idx``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torchcam.methods import GradCAMpp
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin._state import frozen_eval
+from fcam_plugin.class_gate import class_gate
 
 SIZE = 64
 
@@ -83,3 +84,24 @@ def test_without_the_gate_maps_are_class_agnostic(data: tuple) -> None:
     a = up(input_tensor=x, targets=[ClassifierOutputTarget(0)] * len(x))
     b = up(input_tensor=x, targets=[ClassifierOutputTarget(1)] * len(x))
     np.testing.assert_array_equal(a, b)
+
+
+def test_gate_dilates_the_cam_over_a_share_of_each_side() -> None:
+    cams = torch.zeros(2, 64, 32)
+    cams[0, 20, 10] = 0.25
+    gate = class_gate(cams, dilation=0.25)
+    assert gate.shape == (2, 64, 32)
+    # a 17 x 9 window (a quarter of each side, odd) around the one nonzero pixel, at sqrt(0.25)
+    assert int((gate[0] > 0).sum()) == 17 * 9 and torch.allclose(gate[0].max(), torch.tensor(0.5))
+    assert torch.equal(gate[1], torch.ones(64, 32)), "a flat CAM says nothing: the decoder's map must stay"
+    assert int((class_gate(cams, dilation=0.0)[0] > 0).sum()) == 1
+
+
+def test_dilation_keeps_the_object_around_the_evidence_and_drops_far_regions() -> None:
+    probs = torch.zeros(1, 64, 64)
+    probs[0, 8:24, 8:24] = 1.0  # the requested object, its CAM peaking at one corner of it
+    probs[0, 44:60, 44:60] = 1.0  # another object, no evidence for the requested class
+    cams = torch.zeros(1, 64, 64)
+    cams[0, 10:13, 10:13] = 1.0
+    gated = probs * class_gate(cams, dilation=0.25)
+    assert gated[0, 8:24, 8:24].mean() > 0.5 and gated[0, 44:60, 44:60].max() == 0

@@ -213,7 +213,8 @@ def test_gradcam_aug_smooth_honours_tta_transforms() -> None:
         custom = up(input_tensor=x, aug_smooth=True)
     finally:
         handle.remove()
-    assert n_default == 6 and len(sizes) - n_default == 2  # grad-cam's default: 6 forwards; the user's: 2
+    # grad-cam's default has 6 augmentations, the user's 2; each runs the same forwards (decoder, class gate)
+    assert n_default > 0 and n_default == 3 * (len(sizes) - n_default)
     assert default.shape == custom.shape == (2, 32, 32)
 
 

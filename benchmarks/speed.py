@@ -8,7 +8,8 @@ Usage: ``python benchmarks/speed.py [--arch resnet50] [--batch 8] [--size 224] [
     decoder's probabilities. Target: with / without <= 1.3.
 (b) one upscaler call (``up(input_tensor=x, targets=...)``, and ``up.maps(x)`` on-device) vs one
     call of the wrapped pytorch-grad-cam ``GradCAMPlusPlus`` on the same batch. Target <= 0.7
-    (the decoder needs no backward pass through the classifier).
+    (the decoder needs no backward pass through the classifier). Also the call with the class
+    gate on (``cam_gate=True``), which needs the wrapped method's CAM at three layers.
 
 Random weights (``weights=None``): timings do not depend on the values. CPU threads = torch default.
 """
@@ -108,8 +109,16 @@ def main() -> None:
     layer = dict(model.named_modules())[up.taps[-1].name]  # the upscaler's default target layer
     gradcam = GradCAMPlusPlus(model=model, target_layers=[layer])
 
+    def gated_call() -> object:
+        up.config.cam_gate = True
+        try:
+            return up(input_tensor=x, targets=targets)
+        finally:
+            up.config.cam_gate = False
+
     t = interleaved({
         "up": lambda: up(input_tensor=x, targets=targets),
+        "gate": gated_call,
         "maps": lambda: up.maps(x),
         "gradcam": lambda: gradcam(input_tensor=x, targets=targets),
         "classifier": lambda: torch.no_grad()(model)(x),
@@ -117,6 +126,8 @@ def main() -> None:
     print("\n(b) one call on the same batch, s")
     print(f"  up(input_tensor=x, targets) {t['up']:.3f}   up.maps(x) {t['maps']:.3f}   "
           f"GradCAMPlusPlus {t['gradcam']:.3f}   classifier forward (no_grad) {t['classifier']:.3f}")
+    print(f"  with the class gate (cam_gate=True, gate_dilation={up.config.gate_dilation}) {t['gate']:.3f}: "
+          f"ratio gate / GradCAM++ = {t['gate'] / t['gradcam']:.2f}")
     print(f"  ratio upscaler / GradCAM++ = {t['up'] / t['gradcam']:.2f} (maps: {t['maps'] / t['gradcam']:.2f})"
           "  (target <= 0.7)")
     print(f"\n{_load()}")

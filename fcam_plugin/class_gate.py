@@ -32,7 +32,7 @@ def class_gate(seed_cams: torch.Tensor, dilation: float) -> torch.Tensor:
     """
     if dilation > 0:
         kh, kw = (_odd_window(int(side), dilation) for side in seed_cams.shape[-2:])
-        # A max over a rectangle is separable: rows, then columns (~30x faster than the 2-D window).
+        # A max over a rectangle is separable: rows, then columns (~14x faster than the 2-D window at 224 px).
         rows = F.max_pool2d(seed_cams[:, None], (kh, 1), stride=1, padding=(kh // 2, 0))
         seed_cams = F.max_pool2d(rows, (1, kw), stride=1, padding=(0, kw // 2))[:, 0]
     flat = seed_cams.flatten(1).amax(1) <= seed_cams.flatten(1).amin(1)

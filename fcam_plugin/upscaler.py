@@ -54,7 +54,8 @@ class FCAMUpscaler:
     CRF colour prior and a size prior (F-CAM, Belharbi et al., WACV 2022). The decoder is
     class-agnostic, as in the paper: it segments the object the classifier attends to, so the
     map does not change with ``targets``, unless ``FCAMConfig(cam_gate=True)`` multiplies it by the
-    requested class's CAM (class-conditional maps, at the cost of the wrapped method's backward pass).
+    requested class's CAM, dilated (class-conditional maps, at the cost of the wrapped method's
+    backward pass).
 
     Args:
         model: the classifier, returning scores ``(B, num_classes)``.
@@ -271,8 +272,9 @@ class FCAMUpscaler:
     def maps(self, images: torch.Tensor, classes: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
         """F-CAM maps ``(B, H, W)`` at input resolution, on the model's device.
 
-        The decoder's foreground probability; with ``config.cam_gate``, multiplied by the square root
-        of the seed CAM of ``classes`` (class-conditional maps, see :class:`~fcam_plugin.FCAMConfig`).
+        The decoder's foreground probability; with ``config.cam_gate``, multiplied by the class gate
+        of ``classes`` (the square root of their seed CAM, dilated: class-conditional maps, see
+        :func:`fcam_plugin.class_gate.class_gate`).
 
         Args:
             images: ``(B, 3, H, W)`` normalised like the classifier's inputs.

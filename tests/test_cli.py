@@ -229,10 +229,31 @@ def test_demo_calls_run_demo(
     report = tmp_path / "report.md"
     fake = types.ModuleType("fcam_plugin.demo")
     fake.run_demo = lambda **kwargs: calls.append(kwargs) or {"files": {"report": report}}  # type: ignore[attr-defined]
+    fake.preset = lambda name, **changes: (name, changes)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fcam_plugin.demo", fake)
     assert main(["demo", "--out", str(tmp_path), "--quick", "--seed", "3", "--device", "cpu"]) == 0
     assert calls == [{"out_dir": str(tmp_path), "quick": True, "seed": 3, "device": torch.device("cpu")}]
     assert str(report) in capsys.readouterr().out
+
+
+def test_demo_preset_and_variant_reach_run_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from fcam_plugin import demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda **kwargs: calls.append(kwargs) or {})
+    assert main(["demo", "--out", str(tmp_path), "--preset", "224", "--variant", "textures"]) == 0
+    settings = calls[0]["settings"]
+    assert (settings.image_size, settings.variant, settings.train_images) == (224, "textures", demo.PRESETS["224"].train_images)
+    assert main(["demo", "--out", str(tmp_path), "--quick", "--variant", "small"]) == 0
+    assert calls[1]["settings"].variant == "small" and calls[1]["settings"].train_images == demo.PRESETS["quick"].train_images
+    assert main(["demo", "--out", str(tmp_path), "--quick", "--preset", "224"]) == 2
+
+
+def test_demo_choices_match_the_presets_and_variants() -> None:
+    from fcam_plugin import cli, demo
+    from fcam_plugin.data import VARIANTS
+
+    assert cli.DEMO_PRESETS == tuple(demo.PRESETS) and cli.DEMO_VARIANTS == tuple(VARIANTS)
 
 
 @pytest.mark.parametrize(

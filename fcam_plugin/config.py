@@ -25,16 +25,19 @@ from .defaults import (
     SEED_FUSION,
     SEED_LAYERS,
     SEED_PATCH,
+    SELF_TRAINING_FROM,
     SIGMA_RGB,
     SIGMA_XY,
     SIZE_WEIGHT,
 )
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SEED_FUSION_CHOICES", "SEED_LAYER_CHOICES", "FCAMConfig"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LR_SCHEDULE_CHOICES", "SEED_FUSION_CHOICES", "SEED_LAYER_CHOICES", "FCAMConfig"]
 
-#: Accepted values of :attr:`FCAMConfig.seed_layers` and :attr:`FCAMConfig.seed_fusion`.
+#: Accepted values of :attr:`FCAMConfig.seed_layers`, :attr:`FCAMConfig.seed_fusion` and
+#: :attr:`FCAMConfig.lr_schedule`.
 SEED_LAYER_CHOICES = ("target", "stages")
 SEED_FUSION_CHOICES = ("product", "mean")
+LR_SCHEDULE_CHOICES = ("constant", "cosine")
 
 
 
@@ -100,7 +103,7 @@ class FCAMConfig:
     cam_weight: float = CAM_WEIGHT
     cam_gate: bool = CAM_GATE
     gate_dilation: float = GATE_DILATION
-    self_training_from: int = 0
+    self_training_from: int = SELF_TRAINING_FROM
     barrier_t0: float = BARRIER_T0
     barrier_factor: float = BARRIER_FACTOR
     barrier_t_max: float = BARRIER_T_MAX
@@ -121,7 +124,7 @@ class FCAMConfig:
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))
         check_choice("crf_method", self.crf_method, ("auto", "lattice", "exact"))
-        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULE_CHOICES)
         check_choice("seed_layers", self.seed_layers, SEED_LAYER_CHOICES)
         check_choice("seed_fusion", self.seed_fusion, SEED_FUSION_CHOICES)
         for name in ("n_fg", "n_bg", "seed_patch", "fg_erosion", "self_training_from"):

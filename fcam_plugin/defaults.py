@@ -25,6 +25,7 @@ __all__ = [
     "SEED_FUSION",
     "SEED_LAYERS",
     "SEED_PATCH",
+    "SELF_TRAINING_FROM",
     "SIGMA_RGB",
     "SIGMA_XY",
     "SIZE_WEIGHT",
@@ -54,6 +55,9 @@ CAM_WEIGHT = 0.0
 #: ``GATE_DILATION`` times the image side (see :mod:`fcam_plugin.class_gate`); measured in
 #: benchmarks/README.md ("Class-conditional maps").
 CAM_GATE, GATE_DILATION = False, 0.25
+#: Epoch (1-based) from which seeds come from √(decoder probability × seed CAM); 0: never (measured
+#: in benchmarks/README.md, "Seed parameters, a stronger CRF and self-training").
+SELF_TRAINING_FROM = 0
 #: Learning rate of the default optimiser over a fit: decayed from ``lr`` to 0 by a cosine (the
 #: paper keeps it constant); measured in benchmarks/README.md ("Ablations").
 LR_SCHEDULE = "cosine"

@@ -302,7 +302,7 @@ class FCAMUpscaler:
         probs = logits.float().softmax(1)[:, 1]
         if not self.config.cam_gate:
             return probs
-        seed_cams = self._gate(images, self._gate_classes(scores, classes, argument))
+        seed_cams = self._gate_cams(images, self._gate_classes(scores, classes, argument))
         return probs * class_gate(seed_cams, self.config.gate_dilation)
 
     def _gate_classes(self, scores: Any, classes: Any, argument: str) -> torch.Tensor:
@@ -319,7 +319,7 @@ class FCAMUpscaler:
         self.source.check_classes(classes, scores.shape[1], argument)
         return classes
 
-    def _gate(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    def _gate_cams(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """The seed CAM of ``classes`` at input size ``(B, H, W)`` in [0, 1] (the wrapped method, with gradients)."""
         if self._objective is None:
             self._objective = self.objective()

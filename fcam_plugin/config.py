@@ -16,6 +16,8 @@ from .defaults import (
     CRF_WEIGHT,
     DECODER_CHANNELS,
     FG_EROSION,
+    FLIP_AVERAGE,
+    FLIP_WEIGHT,
     GATE_DILATION,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -46,7 +48,8 @@ class FCAMConfig:
     """Everything that shapes the decoder and its training (saved in checkpoints).
 
     Defaults follow the paper's reference run (CUB, 224 px, ResNet-50), except where the ablations
-    of ``benchmarks/README.md`` measured a better choice (``seed_layers``, ``lr_schedule``).
+    of ``benchmarks/README.md`` measured a better choice (``seed_layers``, ``lr_schedule``,
+    ``flip_weight``).
 
     Attributes:
         decoder_channels: U-Net up-block widths, from the deepest.
@@ -72,12 +75,20 @@ class FCAMConfig:
             ``targets`` / ``class_idx`` (None: the predicted class) and ignore objects and look-alike
             regions far from the class's evidence, at the cost of the wrapped method's backward pass
             at every call. ``False`` (default): one class-agnostic map for every class, as the paper.
+        flip_average: at inference, average the decoder's foreground probability over the image
+            and its horizontal mirror (two passes of the classifier's features and the decoder,
+            twice the call's cost); off by default, see ``benchmarks/README.md`` ("Test-time flip
+            and flip consistency").
         gate_dilation: side of the gate's max-pooling window, as a fraction of the image side
             (0: the CAM itself, undilated).
         self_training_from: from this epoch on (1-based), seeds are drawn from √(decoder
             probability × seed CAM), where the decoder and the CAM agree; 0 (default): never.
         cam_weight: weight of the CAM prior (:func:`fcam_plugin.losses.cam_prior`), which keeps the
             seed CAM's graded ranking where seeds and colours say nothing; 0 disables it.
+        flip_weight: weight of the flip-consistency term (:func:`fcam_plugin.losses.flip_consistency`):
+            the decoder's map of the mirrored image must be the mirror of its map, which removes
+            errors that depend on the orientation. Costs one more classifier forward and decoder
+            forward per step, both without gradient (the mirrored map is the target). 0 disables it.
         barrier_t0 / barrier_factor / barrier_t_max: barrier parameter t, per epoch
             ``min(t0 * factor**epoch, t_max)``.
         lr / momentum / nesterov / weight_decay: the default SGD optimiser.
@@ -101,8 +112,10 @@ class FCAMConfig:
     crf_method: str = "auto"
     size_weight: float = SIZE_WEIGHT
     cam_weight: float = CAM_WEIGHT
+    flip_weight: float = FLIP_WEIGHT
     cam_gate: bool = CAM_GATE
     gate_dilation: float = GATE_DILATION
+    flip_average: bool = FLIP_AVERAGE
     self_training_from: int = SELF_TRAINING_FROM
     barrier_t0: float = BARRIER_T0
     barrier_factor: float = BARRIER_FACTOR
@@ -119,10 +132,13 @@ class FCAMConfig:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
-        for name in ("crf_weight", "size_weight", "cam_weight", "weight_decay", "momentum"):
+        for name in ("crf_weight", "size_weight", "cam_weight", "flip_weight", "weight_decay", "momentum"):
             check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))
+        for name in ("align_cams", "cam_gate", "flip_average", "nesterov"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be a bool (True or False), got {getattr(self, name)!r}.")
         check_choice("crf_method", self.crf_method, ("auto", "lattice", "exact"))
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULE_CHOICES)
         check_choice("seed_layers", self.seed_layers, SEED_LAYER_CHOICES)

@@ -16,6 +16,8 @@ __all__ = [
     "CRF_WEIGHT",
     "DECODER_CHANNELS",
     "FG_EROSION",
+    "FLIP_AVERAGE",
+    "FLIP_WEIGHT",
     "GATE_DILATION",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -61,6 +63,13 @@ SELF_TRAINING_FROM = 0
 #: Learning rate of the default optimiser over a fit: decayed from ``lr`` to 0 by a cosine (the
 #: paper keeps it constant); measured in benchmarks/README.md ("Ablations").
 LR_SCHEDULE = "cosine"
+#: Weight of the flip-consistency term (the map of a mirrored image against the mirrored map);
+#: measured in benchmarks/README.md ("Test-time flip and flip consistency").
+FLIP_WEIGHT = 1.0
+#: Average the decoder's map over each image and its mirror at inference (test-time flip: two
+#: passes, twice the call's cost). Off: after training with the flip-consistency term it adds
+#: little; measured in benchmarks/README.md ("Test-time flip and flip consistency").
+FLIP_AVERAGE = False
 #: ImageNet normalisation of the classifier's inputs.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)

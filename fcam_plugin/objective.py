@@ -21,6 +21,7 @@ from .errors import UnsupportedLayersError
 from .losses.cam_prior import cam_prior
 from .losses.crf import dense_crf_loss
 from .losses.cross_entropy import partial_cross_entropy
+from .losses.flip import flip_consistency
 from .losses.size import log_barrier_size
 from .seeds import IGNORE_INDEX, sample_seeds
 from .taps import FeatureTaps
@@ -118,13 +119,37 @@ class Objective:
             generator=generator, batch_offset=offset, batch_total=total,
         )
 
+    def mirrored_features(self, taps: FeatureTaps, images: torch.Tensor) -> list[torch.Tensor] | None:
+        """The skip features of the mirrored images, for the flip-consistency term (None when it is off)."""
+        if self.config.flip_weight <= 0:
+            return None
+        with torch.no_grad(), self.source._own_forwards():  # not recorded by torchcam's input capture
+            return taps.forward(images.flip(-1))[1]
+
+    @staticmethod
+    def decode(
+        decoder: nn.Module, features: list[torch.Tensor], mirrored: list[torch.Tensor] | None, size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decoder logits of the images and, when given their features, of the mirrored images.
+
+        The mirrored pass is a target (no gradient), run on the bare decoder: under DDP its
+        parameters are used once per step, as the reducer requires.
+        """
+        logits = decoder(features, size)
+        if mirrored is None:
+            return logits, None
+        with torch.no_grad():
+            return logits, getattr(decoder, "module", decoder)(mirrored, size)
+
     def terms(
         self, logits: torch.Tensor, seeds: torch.Tensor, images: torch.Tensor, t: float,
-        cams: torch.Tensor | None = None,
+        cams: torch.Tensor | None = None, mirrored_logits: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted loss terms and their sum (``total``) for the decoder's ``logits``.
 
-        ``cams`` ``(B, 1, H, W)``: the seed CAMs, needed by the CAM prior (``config.cam_weight > 0``).
+        ``cams`` ``(B, 1, H, W)``: the seed CAMs, needed by the CAM prior (``config.cam_weight > 0``);
+        ``mirrored_logits``: the decoder's logits of the mirrored images, for the flip-consistency
+        term (``config.flip_weight > 0``).
         """
         cfg = self.config
         probs = logits.float().softmax(1)
@@ -141,6 +166,8 @@ class Objective:
             terms["size"] = cfg.size_weight * log_barrier_size(probs, t)
         if cfg.cam_weight > 0 and cams is not None:
             terms["cam"] = cfg.cam_weight * cam_prior(probs[:, 1:2], cams)
+        if cfg.flip_weight > 0 and mirrored_logits is not None:
+            terms["flip"] = cfg.flip_weight * flip_consistency(probs[:, 1], mirrored_logits.float().softmax(1)[:, 1])
         terms["total"] = sum(terms.values())  # type: ignore[assignment]
         return terms
 
@@ -161,10 +188,11 @@ class Objective:
         the CAM agree, instead of from the seed CAM (``config.self_training_from``).
         """
         cams, features = self.cams_and_features(taps, images, labels)
+        mirrored = self.mirrored_features(taps, images)
         autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
         with autocast:
-            logits = decoder(features, tuple(images.shape[-2:]))
+            logits, mirrored_logits = self.decode(decoder, features, mirrored, (images.shape[-2], images.shape[-1]))
         seed_map = cams
         if self_train:
             seed_map = normalize_per_image((logits.detach().float().softmax(1)[:, 1:2] * cams).sqrt()).clamp(0, 1)
-        return self.terms(logits, self.sample(seed_map, generator), images, t, cams)
+        return self.terms(logits, self.sample(seed_map, generator), images, t, cams, mirrored_logits)

@@ -272,7 +272,8 @@ class FCAMUpscaler:
     def maps(self, images: torch.Tensor, classes: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
         """F-CAM maps ``(B, H, W)`` at input resolution, on the model's device.
 
-        The decoder's foreground probability; with ``config.cam_gate``, multiplied by the class gate
+        The decoder's foreground probability, averaged with that of the mirrored images when
+        ``config.flip_average``; with ``config.cam_gate``, multiplied by the class gate
         of ``classes`` (the square root of their seed CAM, dilated: class-conditional maps, see
         :func:`fcam_plugin.class_gate.class_gate`).
 
@@ -291,19 +292,20 @@ class FCAMUpscaler:
         self._check_fitted()
         self.source.check_input("images", images)
         images = images.to(self.device)
-        with torch.no_grad(), frozen_eval(self.model), FeatureTaps(self.model, self.taps) as taps:
-            scores, features = taps.forward(images)
-            was_training = self.decoder.training
-            self.decoder.eval()
-            try:
-                logits = self.decoder(features, tuple(images.shape[-2:]))
-            finally:
-                self.decoder.train(was_training)
-        probs = logits.float().softmax(1)[:, 1]
+        with torch.no_grad(), frozen_eval(self.model), frozen_eval(self.decoder), FeatureTaps(self.model, self.taps) as taps:
+            scores, probs = self._foreground(taps, images)
+            if self.config.flip_average:
+                probs = 0.5 * (probs + self._foreground(taps, images.flip(-1))[1].flip(-1))
         if not self.config.cam_gate:
             return probs
         seed_cams = self._gate_cams(images, self._gate_classes(scores, classes, argument))
         return probs * class_gate(seed_cams, self.config.gate_dilation)
+
+    def _foreground(self, taps: FeatureTaps, images: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """The classifier's output and the decoder's foreground probability ``(B, H, W)`` for ``images``."""
+        scores, features = taps.forward(images)
+        logits = self.decoder(features, tuple(images.shape[-2:]))
+        return scores, logits.float().softmax(1)[:, 1]
 
     def _gate_classes(self, scores: Any, classes: Any, argument: str) -> torch.Tensor:
         """The gate's classes ``(B,)``: ``classes`` checked against the model's scores, or the predicted ones."""

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fcam_plugin.losses.cross_entropy import PartialCrossEntropy, partial_cross_entropy
+from fcam_plugin.losses.flip import FlipConsistency, flip_consistency
 from fcam_plugin.losses.size import BarrierSchedule, LogBarrierSize, log_barrier, log_barrier_size
 from fcam_plugin.seeds import IGNORE_INDEX, otsu_threshold, sample_seeds
 
@@ -152,3 +153,16 @@ def test_barrier_schedule_is_the_reference_one() -> None:
     assert schedule(1000) == 10.0
     with pytest.raises(ValueError, match="t0"):
         BarrierSchedule(t0=0)
+
+
+def test_flip_consistency_is_zero_for_mirrored_maps_and_pulls_both() -> None:
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(2, 1, 8, 6, generator=generator)
+    assert flip_consistency(maps, maps.flip(-1)).item() == 0.0
+    assert FlipConsistency()(maps, maps.flip(-1)).item() == 0.0
+    a, b = maps.clone().requires_grad_(), torch.rand(2, 1, 8, 6, generator=generator).requires_grad_()
+    flip_consistency(a, b).backward()
+    assert a.grad is not None and b.grad is not None and a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+    torch.testing.assert_close(a.grad, -b.grad.flip(-1))
+    with pytest.raises(ValueError, match="`mirrored`"):
+        flip_consistency(maps, maps[:, :, :4])

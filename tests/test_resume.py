@@ -111,10 +111,11 @@ def test_ctrl_c_from_the_loader_then_resume(model, reference, tmp_path) -> None:
 def test_ctrl_c_from_a_forward_hook_then_resume(model, reference, tmp_path) -> None:
     ckpt = tmp_path / "run.pt"
     calls = [0]
+    forwards_per_step = 2 if FCAMConfig(**CONFIG).flip_weight > 0 else 1  # the mirrored images' forward
 
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         calls[0] += 1
-        if calls[0] == 3:  # inside the 3rd step's loss computation: 2 steps done
+        if calls[0] == 2 * forwards_per_step + 1:  # inside the 3rd step's loss computation: 2 steps done
             raise KeyboardInterrupt
 
     up = FCAMUpscaler(model, "GradCAM", config=FCAMConfig(**CONFIG))

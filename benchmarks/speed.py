@@ -5,11 +5,13 @@ Usage: ``python benchmarks/speed.py [--arch resnet50] [--batch 8] [--size 224] [
 (a) one training step (``fcam_plugin.objective.Objective`` + backward + SGD step: seeds from
     GradCAM++, decoder, losses) **with** the dense CRF loss (auto method) vs **without** it
     (``crf_weight = 0``), same batch, same model; plus the CRF loss alone (fwd + bwd) on the
-    decoder's probabilities. Target: with / without <= 1.3.
+    decoder's probabilities. Target: with / without <= 1.3. Also the step without the
+    flip-consistency term (``flip_weight = 0``: no mirrored forward).
 (b) one upscaler call (``up(input_tensor=x, targets=...)``, and ``up.maps(x)`` on-device) vs one
     call of the wrapped pytorch-grad-cam ``GradCAMPlusPlus`` on the same batch. Target <= 0.7
     (the decoder needs no backward pass through the classifier). Also the call with the class
-    gate on (``cam_gate=True``), which needs the wrapped method's CAM at three layers.
+    gate on (``cam_gate=True``), which needs the wrapped method's CAM at three layers, and with
+    the test-time flip (``flip_average=True``), which runs the classifier and the decoder twice.
 
 Random weights (``weights=None``): timings do not depend on the values. CPU threads = torch default.
 """
@@ -74,7 +76,7 @@ def main() -> None:
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     x = (rgb / 255 - mean) / std
     labels = torch.randint(0, 200, (a.batch,), generator=gen)
-    crf_weight = cfg.crf_weight
+    crf_weight, flip_weight = cfg.crf_weight, cfg.flip_weight
     print(f"CRF: {resolve_crf_method(a.size, a.size)}")
 
     # ---------------------------------------------------------------- (a) training step
@@ -82,8 +84,9 @@ def main() -> None:
     step_gen = torch.Generator().manual_seed(1)
     objective = up.objective()
 
-    def step(with_crf: bool) -> None:
+    def step(with_crf: bool, with_flip: bool = True) -> None:
         cfg.crf_weight = crf_weight if with_crf else 0.0
+        cfg.flip_weight = flip_weight if with_flip else 0.0
         terms = objective(up.decoder, taps, x, labels, 1.0, step_gen, False)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -97,28 +100,34 @@ def main() -> None:
 
     up.decoder.train()
     with frozen_eval(model), FeatureTaps(model, up.taps) as taps:
-        t = interleaved({"with": lambda: step(True), "without": lambda: step(False), "crf": crf_only}, a.reps)
-    cfg.crf_weight = crf_weight
+        t = interleaved({"with": lambda: step(True), "without": lambda: step(False), "crf": crf_only,
+                         "noflip": lambda: step(True, False)}, a.reps)
+    cfg.crf_weight, cfg.flip_weight = crf_weight, flip_weight
     print("\n(a) one training step (seeds + decoder + losses + backward + SGD), s")
     print(f"  with CRF {t['with']:.3f}   without CRF {t['without']:.3f}   CRF loss alone (fwd+bwd) "
           f"{t['crf']:.3f}")
     print(f"  ratio with / without = {t['with'] / t['without']:.2f}  (target <= 1.3)")
+    print(f"  without the flip-consistency term (flip_weight=0) {t['noflip']:.3f}: ratio default / that = "
+          f"{t['with'] / t['noflip']:.2f}")
 
     # ---------------------------------------------------------------- (b) inference call
     targets = [ClassifierOutputTarget(int(c)) for c in labels]
     layer = dict(model.named_modules())[up.taps[-1].name]  # the upscaler's default target layer
     gradcam = GradCAMPlusPlus(model=model, target_layers=[layer])
 
-    def gated_call() -> object:
-        up.config.cam_gate = True
+    def call_with(field: str) -> object:
+        """The call with the boolean config ``field`` switched on for it."""
+        before = getattr(up.config, field)
+        setattr(up.config, field, True)
         try:
             return up(input_tensor=x, targets=targets)
         finally:
-            up.config.cam_gate = False
+            setattr(up.config, field, before)
 
     t = interleaved({
         "up": lambda: up(input_tensor=x, targets=targets),
-        "gate": gated_call,
+        "gate": lambda: call_with("cam_gate"),
+        "flip": lambda: call_with("flip_average"),
         "maps": lambda: up.maps(x),
         "gradcam": lambda: gradcam(input_tensor=x, targets=targets),
         "classifier": lambda: torch.no_grad()(model)(x),
@@ -128,6 +137,8 @@ def main() -> None:
           f"GradCAMPlusPlus {t['gradcam']:.3f}   classifier forward (no_grad) {t['classifier']:.3f}")
     print(f"  with the class gate (cam_gate=True, gate_dilation={up.config.gate_dilation}) {t['gate']:.3f}: "
           f"ratio gate / GradCAM++ = {t['gate'] / t['gradcam']:.2f}")
+    print(f"  with the test-time flip (flip_average=True) {t['flip']:.3f}: ratio flip / GradCAM++ = "
+          f"{t['flip'] / t['gradcam']:.2f}")
     print(f"  ratio upscaler / GradCAM++ = {t['up'] / t['gradcam']:.2f} (maps: {t['maps'] / t['gradcam']:.2f})"
           "  (target <= 0.7)")
     print(f"\n{_load()}")

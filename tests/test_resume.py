@@ -144,7 +144,18 @@ class _SignallingSGD(torch.optim.SGD):
         return super().step(closure)
 
 
-def test_ctrl_c_during_the_optimiser_step_is_deferred(model, reference, tmp_path) -> None:
+@pytest.fixture
+def interactive_sigint() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a terminal, also when the test process was started with
+    SIGINT ignored (a background job of a non-interactive shell, as some CI runners start it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_the_optimiser_step_is_deferred(model, reference, tmp_path, interactive_sigint) -> None:
     """A real SIGINT inside ``optimizer.step``: the step and its bookkeeping complete, then the run stops."""
     ckpt = tmp_path / "run.pt"
     up = FCAMUpscaler(model, "GradCAM", config=FCAMConfig(**CONFIG))

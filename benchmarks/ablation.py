@@ -90,11 +90,8 @@ def _baselines(settings: Any, model: torch.nn.Module, test: Any, device: torch.d
 
 def _toggled_gate_maps(up: FCAMUpscaler, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The F-CAM maps with ``config.cam_gate`` flipped for this call."""
-    up.config.cam_gate = not up.config.cam_gate
-    try:
+    with up.config.overridden(cam_gate=not up.config.cam_gate):
         return _fcam_maps(up, images, labels)
-    finally:
-        up.config.cam_gate = not up.config.cam_gate
 
 
 def _fit(

@@ -191,22 +191,18 @@ def step_and_call_section(dev: str, p: dict[str, Any], reps: int) -> dict[str, A
     opt = build_optimizer(None, up.decoder, cfg)  # fit's default SGD
     step_gen = torch.Generator(device=dev).manual_seed(1)
     objective = up.objective()
-    crf_weight = cfg.crf_weight
 
     def step(with_crf: bool) -> None:
-        cfg.crf_weight = crf_weight if with_crf else 0.0
-        terms = objective(up.decoder, taps, x, labels, 1.0, step_gen, False)
+        with cfg.overridden(**({} if with_crf else {"crf_weight": 0.0})):
+            terms = objective(up.decoder, taps, x, labels, 1.0, step_gen, False)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
 
     up.decoder.train()
     _peak_reset(dev)
-    try:
-        with frozen_eval(model), FeatureTaps(model, up.taps) as taps:
-            ts = interleaved({"with": synced(lambda: step(True), dev), "without": synced(lambda: step(False), dev)}, reps)
-    finally:
-        cfg.crf_weight = crf_weight
+    with frozen_eval(model), FeatureTaps(model, up.taps) as taps:
+        ts = interleaved({"with": synced(lambda: step(True), dev), "without": synced(lambda: step(False), dev)}, reps)
     step_peak = _peak_mb(dev)
     up.decoder.eval()
 

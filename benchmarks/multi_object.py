@@ -86,8 +86,8 @@ def _gated(up: FCAMUpscaler, dilation: float | None) -> MapsFn:
     """F-CAM maps with the gate at ``dilation`` (None: no gate)."""
 
     def fn(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        up.config.cam_gate, up.config.gate_dilation = dilation is not None, dilation or 0.0
-        return up.maps(images, classes)
+        with up.config.overridden(cam_gate=dilation is not None, gate_dilation=dilation or 0.0):
+            return up.maps(images, classes)
 
     return fn
 

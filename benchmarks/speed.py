@@ -76,7 +76,7 @@ def main() -> None:
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     x = (rgb / 255 - mean) / std
     labels = torch.randint(0, 200, (a.batch,), generator=gen)
-    crf_weight, flip_weight = cfg.crf_weight, cfg.flip_weight
+    crf_weight = cfg.crf_weight
     print(f"CRF: {resolve_crf_method(a.size, a.size)}")
 
     # ---------------------------------------------------------------- (a) training step
@@ -85,9 +85,9 @@ def main() -> None:
     objective = up.objective()
 
     def step(with_crf: bool, with_flip: bool = True) -> None:
-        cfg.crf_weight = crf_weight if with_crf else 0.0
-        cfg.flip_weight = flip_weight if with_flip else 0.0
-        terms = objective(up.decoder, taps, x, labels, 1.0, step_gen, False)
+        changes = ({} if with_crf else {"crf_weight": 0.0}) | ({} if with_flip else {"flip_weight": 0.0})
+        with cfg.overridden(**changes):
+            terms = objective(up.decoder, taps, x, labels, 1.0, step_gen, False)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
@@ -102,7 +102,6 @@ def main() -> None:
     with frozen_eval(model), FeatureTaps(model, up.taps) as taps:
         t = interleaved({"with": lambda: step(True), "without": lambda: step(False), "crf": crf_only,
                          "noflip": lambda: step(True, False)}, a.reps)
-    cfg.crf_weight, cfg.flip_weight = crf_weight, flip_weight
     print("\n(a) one training step (seeds + decoder + losses + backward + SGD), s")
     print(f"  with CRF {t['with']:.3f}   without CRF {t['without']:.3f}   CRF loss alone (fwd+bwd) "
           f"{t['crf']:.3f}")
@@ -117,12 +116,8 @@ def main() -> None:
 
     def call_with(field: str) -> object:
         """The call with the boolean config ``field`` switched on for it."""
-        before = getattr(up.config, field)
-        setattr(up.config, field, True)
-        try:
+        with up.config.overridden(**{field: True}):
             return up(input_tensor=x, targets=targets)
-        finally:
-            setattr(up.config, field, before)
 
     t = interleaved({
         "up": lambda: up(input_tensor=x, targets=targets),

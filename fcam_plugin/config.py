@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ._checks import check_choice, check_positive
@@ -156,6 +158,23 @@ class FCAMConfig:
             raise ValueError(f"`mean` and `std` must hold 3 values (std > 0), got {self.mean} and {self.std}.")
         if not self.decoder_channels or min(self.decoder_channels) < 1:
             raise ValueError(f"`decoder_channels` must be positive ints, got {self.decoder_channels}.")
+
+    @contextlib.contextmanager
+    def overridden(self, **changes: Any) -> Iterator[FCAMConfig]:
+        """Set ``changes`` on this config inside a ``with`` block and restore the old values on exit.
+
+        The new values are validated first (as by the constructor). For inference options read at
+        every call, e.g. ``with up.config.overridden(cam_gate=True): maps = up.maps(x, y)``.
+        """
+        replace(self, **changes)  # raises on an unknown field or an invalid value, before any change
+        before = {name: getattr(self, name) for name in changes}
+        for name, value in changes.items():
+            setattr(self, name, value)
+        try:
+            yield self
+        finally:
+            for name, value in before.items():
+                setattr(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of builtins (lists for tuples), safe for ``torch.load(weights_only=True)``."""

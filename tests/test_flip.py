@@ -27,11 +27,8 @@ def test_flip_averaged_map_is_mirror_symmetric(fitted: tuple[FCAMUpscaler, torch
 def test_flip_average_is_the_mean_of_both_passes(fitted: tuple[FCAMUpscaler, torch.Tensor]) -> None:
     up, x = fitted
     averaged = up.maps(x)
-    up.config.flip_average = False
-    try:
+    with up.config.overridden(flip_average=False):
         single, mirrored = up.maps(x), up.maps(x.flip(-1)).flip(-1)
-    finally:
-        up.config.flip_average = True
     assert (single - mirrored).abs().max() > 1e-3, "the decoder is already symmetric: the test cannot tell"
     torch.testing.assert_close(averaged, (single + mirrored) / 2, atol=1e-5, rtol=0)
     assert not up.decoder.training and all(p.requires_grad for p in up.decoder.parameters())

@@ -1,0 +1,29 @@
+"""``FCAMConfig.overridden``: fields changed inside a ``with`` block, validated first, always restored."""
+
+from __future__ import annotations
+
+import pytest
+
+from fcam_plugin import FCAMConfig
+
+
+def test_overridden_sets_then_restores_also_after_an_error() -> None:
+    config = FCAMConfig(cam_gate=False, gate_dilation=0.25)
+    with config.overridden(cam_gate=True, gate_dilation=0.0) as inside:
+        assert inside is config and config.cam_gate and config.gate_dilation == 0.0
+    assert not config.cam_gate and config.gate_dilation == 0.25
+    with pytest.raises(RuntimeError, match="boom"), config.overridden(flip_weight=0.0):
+        raise RuntimeError("boom")
+    assert config.flip_weight == FCAMConfig().flip_weight
+
+
+@pytest.mark.parametrize(("changes", "error", "match"), [
+    ({"gate_dilation": 2}, ValueError, "`gate_dilation`"),
+    ({"flip_average": "no"}, TypeError, "`flip_average`"),
+    ({"no_such_field": 1}, TypeError, "no_such_field"),
+])
+def test_overridden_rejects_bad_values_before_changing_anything(changes: dict, error: type, match: str) -> None:
+    config = FCAMConfig()
+    with pytest.raises(error, match=match), config.overridden(**changes):
+        pass
+    assert config == FCAMConfig()

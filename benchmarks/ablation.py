@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-images", type=int, default=0,
                    help="annotated validation images for epoch selection (fit(val_loader=...)); 0: none")
     p.add_argument("--gate-both", action="store_true",
-                   help="also score every fit with the class gate toggled (config name + '/gate' or '/no-gate')")
+                   help="also score every fit with the class gate switched (config name + '/gate' or '/no-gate')")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="write every result here (updated after each fit)")
     p.add_argument("--classifier-cache", default=os.path.expanduser("~/.cache/fcam-plugin"))
@@ -88,9 +88,14 @@ def _baselines(settings: Any, model: torch.nn.Module, test: Any, device: torch.d
     return rows
 
 
+def _gates_labels(config: FCAMConfig) -> bool:
+    """Whether ``config`` gates the labelled maps that the benchmark scores (``cam_gate`` True or "auto")."""
+    return config.cam_gate is True or config.cam_gate == "auto"
+
+
 def _toggled_gate_maps(up: FCAMUpscaler, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The F-CAM maps with ``config.cam_gate`` flipped for this call."""
-    with up.config.overridden(cam_gate=not up.config.cam_gate):
+    """The F-CAM maps with the class gate switched the other way for this call."""
+    with up.config.overridden(cam_gate=not _gates_labels(up.config)):
         return _fcam_maps(up, images, labels)
 
 
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{variant}: accuracy {100 * acc:.1f}%, baselines {json.dumps(entry['baselines'])}", flush=True)
         for name, overrides in args.config:
             fits = [_fit(s, model, train, test, overrides, seed, args.gate_both, val) for seed in args.fit_seeds]
-            toggled = name + ("/no-gate" if overrides.get("cam_gate") else "/gate")
+            toggled = name + ("/no-gate" if _gates_labels(FCAMConfig(**overrides)) else "/gate")
             for index, key in enumerate([name, toggled][: len(fits[0]["curves"])]):
                 entry["configs"][key] = {"overrides": overrides, "curves": [f["curves"][index] for f in fits],
                                          "seeds": fits[0]["seeds"], "fit_s": fits[0]["fit_s"],

@@ -10,7 +10,8 @@ Usage: ``python benchmarks/speed.py [--arch resnet50] [--batch 8] [--size 224] [
 (b) one upscaler call (``up(input_tensor=x, targets=...)``, and ``up.maps(x)`` on-device) vs one
     call of the wrapped pytorch-grad-cam ``GradCAMPlusPlus`` on the same batch. Target <= 0.7
     (the decoder needs no backward pass through the classifier). Also the call with the class
-    gate on (``cam_gate=True``), which needs the wrapped method's CAM at three layers, and with
+    gate on (``cam_gate=True``), which needs the wrapped method's CAM at three layers for the
+    requested class and its ``gate_rivals`` rivals (one backward pass over 1 + rivals copies), and with
     the test-time flip (``flip_average=True``), which runs the classifier and the decoder twice.
 
 Random weights (``weights=None``): timings do not depend on the values. CPU threads = torch default.
@@ -130,7 +131,8 @@ def main() -> None:
     print("\n(b) one call on the same batch, s")
     print(f"  up(input_tensor=x, targets) {t['up']:.3f}   up.maps(x) {t['maps']:.3f}   "
           f"GradCAMPlusPlus {t['gradcam']:.3f}   classifier forward (no_grad) {t['classifier']:.3f}")
-    print(f"  with the class gate (cam_gate=True, gate_dilation={up.config.gate_dilation}) {t['gate']:.3f}: "
+    print(f"  with the class gate (cam_gate=True, gate_dilation={up.config.gate_dilation}, "
+          f"gate_rivals={up.config.gate_rivals}) {t['gate']:.3f}: "
           f"ratio gate / GradCAM++ = {t['gate'] / t['gradcam']:.2f}")
     print(f"  with the test-time flip (flip_average=True) {t['flip']:.3f}: ratio flip / GradCAM++ = "
           f"{t['flip'] / t['gradcam']:.2f}")

@@ -1,11 +1,14 @@
 """The class gate: what makes the class-agnostic decoder's map follow the requested class.
 
-The decoder segments whatever the classifier attends to, for every class alike. The gate
-multiplies its probability by the square root of the requested class's seed CAM, max-pooled
-over a window of ``dilation`` times the image side: the whole object around the CAM's evidence
-keeps the decoder's boundary, while regions far from any evidence for the class (another
-object, a look-alike distractor) are suppressed. Measured in ``benchmarks/README.md``
-("Class-conditional maps").
+The decoder segments whatever the classifier attends to, for every class alike. The gate keeps
+its map where the requested class has more evidence than any rival class (the classifier's other
+top predictions) and fades it where a rival's evidence wins: the requested class's seed CAM,
+max-pooled over a window of ``dilation`` times the image side, divided by the pixel-wise maximum
+of that CAM and the rivals' CAMs, pooled alike. Each CAM is normalised on its own, so on an image
+with one object, which every class's CAM points at, the gate stays near 1; on an image with
+several objects, each other object belongs to a rival and fades. The pooling spreads the
+evidence over the whole object, so the decoder keeps its boundary. Measured in
+``benchmarks/README.md`` ("Class-conditional maps").
 """
 
 from __future__ import annotations
@@ -13,28 +16,55 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["class_gate"]
+__all__ = ["class_gate", "dilate", "rival_classes"]
 
 
 def _odd_window(side: int, dilation: float) -> int:
     return max(1, int(round(dilation * side)) // 2 * 2 + 1)
 
 
-def class_gate(seed_cams: torch.Tensor, dilation: float) -> torch.Tensor:
-    """The gate ``(B, H, W)`` in [0, 1] from seed CAMs ``(B, H, W)`` in [0, 1] of the requested classes.
+def dilate(cams: torch.Tensor, dilation: float) -> torch.Tensor:
+    """Max-pool maps ``(..., H, W)`` over a window of ``dilation`` times each side (odd; 0: unchanged)."""
+    if dilation <= 0:
+        return cams
+    kh, kw = (_odd_window(int(side), dilation) for side in cams.shape[-2:])
+    flat = cams.reshape(-1, 1, *cams.shape[-2:])
+    # A max over a rectangle is separable: rows, then columns (~14x faster than the 2-D window at 224 px).
+    rows = F.max_pool2d(flat, (kh, 1), stride=1, padding=(kh // 2, 0))
+    return F.max_pool2d(rows, (1, kw), stride=1, padding=(0, kw // 2)).reshape(cams.shape)
 
-    A flat CAM (the same value everywhere, e.g. all zero for an untrained model) says nothing
-    about where the class is: its image keeps the decoder's map (gate 1).
+
+def class_gate(requested: torch.Tensor, rivals: torch.Tensor, dilation: float) -> torch.Tensor:
+    """The gate ``(B, H, W)`` in [0, 1] from the seed CAMs of the requested and rival classes.
+
+    The requested class's pooled CAM over the pixel-wise maximum of it and every rival's pooled
+    CAM: 1 where the requested class's evidence is the strongest, less where a rival's is. A
+    flat requested CAM (the same value everywhere, e.g. all zero for an untrained model) says
+    nothing about where the class is: its image keeps the decoder's map (gate 1).
 
     Args:
-        seed_cams: the seed CAMs of the requested classes at the map's size.
-        dilation: side of the max-pooling window as a fraction of the image side; 0: no dilation.
+        requested: ``(B, H, W)`` CAMs in [0, 1] of the requested classes, at the map's size.
+        rivals: ``(B, K, H, W)`` CAMs in [0, 1] of K rival classes per image (a rival equal to the
+            requested class changes nothing).
+        dilation: side of the max-pooling window as a fraction of the image side; 0: no pooling.
     """
-    if dilation > 0:
-        kh, kw = (_odd_window(int(side), dilation) for side in seed_cams.shape[-2:])
-        # A max over a rectangle is separable: rows, then columns (~14x faster than the 2-D window at 224 px).
-        rows = F.max_pool2d(seed_cams[:, None], (kh, 1), stride=1, padding=(kh // 2, 0))
-        seed_cams = F.max_pool2d(rows, (1, kw), stride=1, padding=(0, kw // 2))[:, 0]
-    flat = seed_cams.amax((-2, -1)) <= seed_cams.amin((-2, -1))
-    gate = seed_cams.clamp(0, 1).sqrt()
+    if rivals.ndim != 4 or rivals.shape[0] != requested.shape[0] or rivals.shape[-2:] != requested.shape[-2:]:
+        raise ValueError(f"`rivals` must be (B, K, H, W) with B, H, W of `requested` {tuple(requested.shape)}, "
+                         f"got {tuple(rivals.shape)}.")
+    own = dilate(requested.clamp(0, 1), dilation)
+    strongest = torch.maximum(own, dilate(rivals.clamp(0, 1), dilation).amax(1))
+    gate = own / strongest.clamp_min(1e-6)
+    flat = own.amax((-2, -1)) <= own.amin((-2, -1))
     return torch.where(flat.view(-1, 1, 1), torch.ones_like(gate), gate)
+
+
+def rival_classes(scores: torch.Tensor, requested: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` best-scoring classes other than ``requested``: ``(B, min(count, C - 1))`` indices.
+
+    Args:
+        scores: ``(B, C)`` the classifier's class scores.
+        requested: ``(B,)`` the requested class of each image.
+        count: how many rivals per image.
+    """
+    others = scores.detach().float().scatter(1, requested.view(-1, 1).to(scores.device), float("-inf"))
+    return others.topk(min(count, scores.shape[1] - 1), dim=1).indices

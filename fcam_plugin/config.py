@@ -21,6 +21,7 @@ from .defaults import (
     FLIP_AVERAGE,
     FLIP_WEIGHT,
     GATE_DILATION,
+    GATE_RIVALS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     LR_SCHEDULE,
@@ -71,18 +72,23 @@ class FCAMConfig:
         sigma_xy / sigma_rgb: bilateral kernel widths (pixels / RGB levels in 0..255).
         crf_method: "auto", "lattice" or "exact" (see ``fcam_plugin.losses.dense_crf_loss``).
         size_weight: weight of the log-barrier size term; 0 disables it.
-        cam_gate: at inference, multiply the decoder's foreground probability by the class gate
-            (:func:`fcam_plugin.class_gate.class_gate`): the square root of the seed CAM
-            (``seed_layers``) of the requested class, dilated by ``gate_dilation``. Maps change with
-            ``targets`` / ``class_idx`` (None: the predicted class) and ignore objects and look-alike
-            regions far from the class's evidence, at the cost of the wrapped method's backward pass
-            at every call. ``False`` (default): one class-agnostic map for every class, as the paper.
+        cam_gate: when to multiply the decoder's foreground probability by the class gate
+            (:func:`fcam_plugin.class_gate.class_gate`): the seed CAM (``seed_layers``) of the
+            requested class over the strongest of it and the CAMs of ``gate_rivals`` rival classes,
+            all dilated by ``gate_dilation``. The gated map follows ``targets`` / ``class_idx`` and
+            fades on objects where a rival class's evidence wins, at the cost of the wrapped
+            method's backward pass for 1 + ``gate_rivals`` classes at every call. ``"auto"``
+            (default): whenever the caller names classes (``targets``, ``class_idx``,
+            ``maps(x, classes)``); without them, one class-agnostic map (the paper's), with no
+            backward pass. ``True``: always (no classes: the predicted ones). ``False``: never.
         flip_average: at inference, average the decoder's foreground probability over the image
             and its horizontal mirror (two passes of the classifier's features and the decoder,
             twice the call's cost); off by default, see ``benchmarks/README.md`` ("Test-time flip
             and flip consistency").
         gate_dilation: side of the gate's max-pooling window, as a fraction of the image side
-            (0: the CAM itself, undilated).
+            (0: the CAMs themselves, undilated).
+        gate_rivals: how many rival classes the gate weighs the requested class against: the
+            classifier's best-scoring classes other than the requested one (int >= 1).
         self_training_from: from this epoch on (1-based), seeds are drawn from √(decoder
             probability × seed CAM), where the decoder and the CAM agree; 0 (default): never.
         cam_weight: weight of the CAM prior (:func:`fcam_plugin.losses.cam_prior`), which keeps the
@@ -115,8 +121,9 @@ class FCAMConfig:
     size_weight: float = SIZE_WEIGHT
     cam_weight: float = CAM_WEIGHT
     flip_weight: float = FLIP_WEIGHT
-    cam_gate: bool = CAM_GATE
+    cam_gate: bool | str = CAM_GATE
     gate_dilation: float = GATE_DILATION
+    gate_rivals: int = GATE_RIVALS
     flip_average: bool = FLIP_AVERAGE
     self_training_from: int = SELF_TRAINING_FROM
     barrier_t0: float = BARRIER_T0
@@ -138,14 +145,16 @@ class FCAMConfig:
             check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))
-        for name in ("align_cams", "cam_gate", "flip_average", "nesterov"):
+        for name in ("align_cams", "flip_average", "nesterov"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool (True or False), got {getattr(self, name)!r}.")
+        if not (isinstance(self.cam_gate, bool) or self.cam_gate == "auto"):
+            raise TypeError(f"`cam_gate` must be True, False or 'auto', got {self.cam_gate!r}.")
         check_choice("crf_method", self.crf_method, ("auto", "lattice", "exact"))
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULE_CHOICES)
         check_choice("seed_layers", self.seed_layers, SEED_LAYER_CHOICES)
         check_choice("seed_fusion", self.seed_fusion, SEED_FUSION_CHOICES)
-        for name in ("n_fg", "n_bg", "seed_patch", "fg_erosion", "self_training_from"):
+        for name in ("n_fg", "n_bg", "seed_patch", "fg_erosion", "self_training_from", "gate_rivals"):
             value, least = getattr(self, name), 0 if name in ("n_fg", "n_bg", "self_training_from") else 1
             odd = name in ("seed_patch", "fg_erosion")
             if not isinstance(value, int) or isinstance(value, bool) or value < least or (odd and value % 2 == 0):

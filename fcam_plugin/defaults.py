@@ -52,11 +52,12 @@ SIGMA_XY, SIGMA_RGB = 100.0, 15.0
 SIZE_WEIGHT, BARRIER_T0, BARRIER_FACTOR, BARRIER_T_MAX = 0.1, 1.0, 1.01, 10.0
 #: Weight of the CAM prior (BCE between the foreground probability and the seed CAM on every pixel).
 CAM_WEIGHT = 0.0
-#: The class gate at inference (off by default: at 224 px it costs boxes): the decoder's probability
-#: times the square root of the requested class's seed CAM, max-pooled over a window of
-#: ``GATE_DILATION`` times the image side (see :mod:`fcam_plugin.class_gate`); measured in
-#: benchmarks/README.md ("Class-conditional maps").
-CAM_GATE, GATE_DILATION = False, 0.25
+#: The class gate at inference: the decoder's probability times the requested class's seed CAM
+#: over the strongest of it and the CAMs of ``GATE_RIVALS`` rival classes (the best-scoring others),
+#: every CAM max-pooled over a window of ``GATE_DILATION`` times the image side (see
+#: :mod:`fcam_plugin.class_gate`); measured in benchmarks/README.md ("Class-conditional maps").
+#: ``"auto"``: on whenever the caller names classes (``targets``, ``class_idx``, ``maps(x, classes)``).
+CAM_GATE, GATE_DILATION, GATE_RIVALS = "auto", 0.25, 2
 #: Epoch (1-based) from which seeds come from √(decoder probability × seed CAM); 0: never (measured
 #: in benchmarks/README.md, "Seed parameters, a stronger CRF and self-training").
 SELF_TRAINING_FROM = 0

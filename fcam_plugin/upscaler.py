@@ -25,7 +25,7 @@ from .checkpoint import (
     clean_state_dict,
     read_checkpoint,
 )
-from .class_gate import class_gate
+from .class_gate import class_gate, rival_classes
 from .config import FCAMConfig
 from .decoder import UNetDecoder
 from .errors import CheckpointError, NotFittedError
@@ -52,10 +52,10 @@ class FCAMUpscaler:
     A light U-Net decoder is trained on the classifier's skip features (the classifier stays
     frozen and is never modified), guided by seeds sampled from the wrapped method's CAM, a dense
     CRF colour prior and a size prior (F-CAM, Belharbi et al., WACV 2022). The decoder is
-    class-agnostic, as in the paper: it segments the object the classifier attends to, so the
-    map does not change with ``targets``, unless ``FCAMConfig(cam_gate=True)`` multiplies it by the
-    requested class's CAM, dilated (class-conditional maps, at the cost of the wrapped method's
-    backward pass).
+    class-agnostic, as in the paper: it segments the object the classifier attends to. When the
+    caller names classes (``targets``, ``class_idx``), the class gate makes the map follow them:
+    it fades the regions where a rival class's CAM is stronger than the requested class's
+    (``FCAMConfig(cam_gate="auto")``, at the cost of the wrapped method's backward pass).
 
     Args:
         model: the classifier, returning scores ``(B, num_classes)``.
@@ -273,14 +273,14 @@ class FCAMUpscaler:
         """F-CAM maps ``(B, H, W)`` at input resolution, on the model's device.
 
         The decoder's foreground probability, averaged with that of the mirrored images when
-        ``config.flip_average``; with ``config.cam_gate``, multiplied by the class gate
-        of ``classes`` (the square root of their seed CAM, dilated: class-conditional maps, see
-        :func:`fcam_plugin.class_gate.class_gate`).
+        ``config.flip_average``; when gated (``config.cam_gate``: by default whenever ``classes``
+        are given), multiplied by the class gate of ``classes`` against their rival classes
+        (class-conditional maps, see :func:`fcam_plugin.class_gate.class_gate`).
 
         Args:
             images: ``(B, 3, H, W)`` normalised like the classifier's inputs.
-            classes: ``(B,)`` class indices of the gate; ``None``: the classifier's predicted classes.
-                Unused without ``config.cam_gate``.
+            classes: ``(B,)`` class indices of the gate; ``None``: the class-agnostic map (with
+                ``cam_gate=True``: the gate of the classifier's predicted classes).
 
         Raises:
             ValueError: ``classes`` of the wrong length or outside the model's scores.
@@ -296,10 +296,14 @@ class FCAMUpscaler:
             scores, probs = self._foreground(taps, images)
             if self.config.flip_average:
                 probs = 0.5 * (probs + self._foreground(taps, images.flip(-1))[1].flip(-1))
-        if not self.config.cam_gate:
+        if not self._gated(classes):
             return probs
-        seed_cams = self._gate_cams(images, self._gate_classes(scores, classes, argument))
-        return probs * class_gate(seed_cams, self.config.gate_dilation)
+        return probs * self._class_gate(images, scores, self._gate_classes(scores, classes, argument))
+
+    def _gated(self, classes: Any) -> bool:
+        """Whether ``config.cam_gate`` gates this call (``"auto"``: when the caller names classes)."""
+        gate = self.config.cam_gate
+        return gate is True or (gate == "auto" and classes is not None)
 
     def _foreground(self, taps: FeatureTaps, images: torch.Tensor) -> tuple[Any, torch.Tensor]:
         """The classifier's output and the decoder's foreground probability ``(B, H, W)`` for ``images``."""
@@ -320,6 +324,16 @@ class FCAMUpscaler:
             raise ValueError(f"{argument} must hold one class index per image ({scores.shape[0]}), got {classes.numel()}.")
         self.source.check_classes(classes, scores.shape[1], argument)
         return classes
+
+    def _class_gate(self, images: torch.Tensor, scores: torch.Tensor, requested: torch.Tensor) -> torch.Tensor:
+        """The class gate ``(B, H, W)`` of ``requested`` ``(B,)`` against the ``config.gate_rivals`` best other classes."""
+        rivals = rival_classes(scores, requested, self.config.gate_rivals)
+        if rivals.shape[1] == 0:  # a one-class model: nothing to tell apart
+            return torch.ones(images.shape[0], *images.shape[-2:], device=images.device)
+        classes = torch.cat([requested.view(-1, 1), rivals], 1)  # (B, 1 + K)
+        cams = self._gate_cams(images.repeat_interleave(classes.shape[1], 0), classes.reshape(-1))
+        cams = cams.view(*classes.shape, *cams.shape[-2:])
+        return class_gate(cams[:, 0], cams[:, 1:], self.config.gate_dilation)
 
     def _gate_cams(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """The seed CAM of ``classes`` at input size ``(B, H, W)`` in [0, 1] (the wrapped method, with gradients)."""
@@ -353,8 +367,8 @@ class FCAMUpscaler:
     ) -> torch.Tensor:
         """The maps function handed to the adapters: F-CAM maps ``(B, H, W)`` for ``classes`` ``(B,)`` or None.
 
-        ``classes`` are validated against the model's scores; they change the map with
-        ``config.cam_gate`` (None: the predicted classes). ``eigen_smooth`` has no CAM to act on (warned once).
+        ``classes`` are validated against the model's scores; they change the map through the
+        class gate (``config.cam_gate``; None: the class-agnostic map). ``eigen_smooth`` has no CAM to act on (warned once).
         """
         if eigen_smooth:
             self._warn_once(

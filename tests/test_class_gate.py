@@ -1,4 +1,4 @@
-"""The class gate (``FCAMConfig(cam_gate=True)``, the default): maps that change with ``targets`` / ``class_idx``."""
+"""The class gate (``FCAMConfig(cam_gate="auto")``, the default): maps that change with ``targets`` / ``class_idx``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torchcam.methods import GradCAMpp
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin._state import frozen_eval
-from fcam_plugin.class_gate import class_gate
+from fcam_plugin.class_gate import class_gate, dilate, rival_classes
 
 SIZE = 64
 
@@ -36,7 +36,7 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(4, 3, SIZE, SIZE, generator=generator), torch.tensor([0, 1, 2, 0])
 
 
-def _fitted(method: object, data: tuple[torch.Tensor, torch.Tensor], gate: bool = True) -> FCAMUpscaler:
+def _fitted(method: object, data: tuple[torch.Tensor, torch.Tensor], gate: bool | str = True) -> FCAMUpscaler:
     model = tiny_cnn(3)
     config = FCAMConfig(decoder_channels=(16, 8, 8, 8, 8), cam_gate=gate)
     return FCAMUpscaler(model, method, config=config).fit([data], epochs=1, seed=0, progress=False)
@@ -86,22 +86,63 @@ def test_without_the_gate_maps_are_class_agnostic(data: tuple) -> None:
     np.testing.assert_array_equal(a, b)
 
 
-def test_gate_dilates_the_cam_over_a_share_of_each_side() -> None:
+def test_by_default_only_named_classes_are_gated(data: tuple) -> None:
+    x, _ = data
+    up = _fitted(GradCAMPlusPlus, data, gate="auto")
+    assert FCAMConfig().cam_gate == "auto"
+    with up.config.overridden(cam_gate=False):
+        agnostic = up(input_tensor=x, targets=[ClassifierOutputTarget(0)] * len(x))
+    np.testing.assert_array_equal(up(input_tensor=x), agnostic)  # no targets: no gate, no backward pass
+    named = up(input_tensor=x, targets=[ClassifierOutputTarget(0)] * len(x))
+    assert np.abs(named - agnostic).max() > 1e-3, "named classes must be gated by default"
+
+
+def test_dilate_max_pools_over_a_share_of_each_side() -> None:
     cams = torch.zeros(2, 64, 32)
     cams[0, 20, 10] = 0.25
-    gate = class_gate(cams, dilation=0.25)
-    assert gate.shape == (2, 64, 32)
-    # a 17 x 9 window (a quarter of each side, odd) around the one nonzero pixel, at sqrt(0.25)
-    assert int((gate[0] > 0).sum()) == 17 * 9 and torch.allclose(gate[0].max(), torch.tensor(0.5))
-    assert torch.equal(gate[1], torch.ones(64, 32)), "a flat CAM says nothing: the decoder's map must stay"
-    assert int((class_gate(cams, dilation=0.0)[0] > 0).sum()) == 1
+    pooled = dilate(cams, 0.25)
+    assert pooled.shape == (2, 64, 32)
+    # a 17 x 9 window (a quarter of each side, odd) around the one nonzero pixel
+    assert int((pooled[0] > 0).sum()) == 17 * 9 and float(pooled[0].max()) == 0.25
+    assert torch.equal(dilate(cams, 0.0), cams)
 
 
-def test_dilation_keeps_the_object_around_the_evidence_and_drops_far_regions() -> None:
+def _two_objects() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A decoder map with two objects, and CAMs of class A peaking on the first, class B on the second."""
     probs = torch.zeros(1, 64, 64)
-    probs[0, 8:24, 8:24] = 1.0  # the requested object, its CAM peaking at one corner of it
-    probs[0, 44:60, 44:60] = 1.0  # another object, no evidence for the requested class
-    cams = torch.zeros(1, 64, 64)
-    cams[0, 10:13, 10:13] = 1.0
-    gated = probs * class_gate(cams, dilation=0.25)
-    assert gated[0, 8:24, 8:24].mean() > 0.5 and gated[0, 44:60, 44:60].max() == 0
+    probs[0, 8:24, 8:24] = 1.0
+    probs[0, 44:60, 44:60] = 1.0
+    cam_a, cam_b = torch.zeros(1, 64, 64), torch.zeros(1, 64, 64)
+    cam_a[0, 10:13, 10:13], cam_a[0, 50, 50] = 1.0, 0.3  # some evidence for A leaks onto B's object
+    cam_b[0, 50:53, 50:53] = 1.0
+    return probs, cam_a, cam_b
+
+
+def test_gate_keeps_the_requested_object_and_fades_the_rivals() -> None:
+    probs, cam_a, cam_b = _two_objects()
+    gated_a = probs * class_gate(cam_a, cam_b[:, None], dilation=0.25)
+    gated_b = probs * class_gate(cam_b, cam_a[:, None], dilation=0.25)
+    assert gated_a[0, 8:24, 8:24].mean() > 0.5 and gated_a[0, 44:60, 44:60].max() <= 0.3
+    assert gated_b[0, 44:60, 44:60].mean() > 0.5 and gated_b[0, 8:24, 8:24].max() == 0
+
+
+def test_gate_is_one_where_every_class_points_at_the_same_object() -> None:
+    probs, cam_a, _ = _two_objects()
+    rivals = torch.stack([0.5 * cam_a, torch.zeros_like(cam_a)], 1)  # a rival on the same object, a flat one
+    gate = class_gate(cam_a, rivals, dilation=0.25)
+    # 1 wherever the requested class has any (pooled) evidence, 0 where no class has any
+    assert torch.equal(gate, (dilate(cam_a, 0.25) > 0).float())
+
+
+def test_flat_requested_cam_keeps_the_map_and_bad_rivals_raise() -> None:
+    flat = torch.zeros(2, 16, 16)
+    assert torch.equal(class_gate(flat, torch.rand(2, 3, 16, 16), 0.25), torch.ones(2, 16, 16))
+    with pytest.raises(ValueError, match="`rivals` must be"):
+        class_gate(flat, torch.rand(2, 16, 16), 0.25)
+
+
+def test_rivals_are_the_best_other_classes() -> None:
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.3], [2.0, 1.0, 3.0, 0.0]])
+    assert rival_classes(scores, torch.tensor([1, 0]), 2).tolist() == [[2, 3], [2, 1]]
+    assert rival_classes(scores[:, :2], torch.tensor([1, 0]), 5).tolist() == [[0], [1]]
+    assert rival_classes(scores[:, :1], torch.tensor([0, 0]), 2).shape == (2, 0)

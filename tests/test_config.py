@@ -20,6 +20,7 @@ def test_overridden_sets_then_restores_also_after_an_error() -> None:
 @pytest.mark.parametrize(("changes", "error", "match"), [
     ({"gate_dilation": 2}, ValueError, "`gate_dilation`"),
     ({"flip_average": "no"}, TypeError, "`flip_average`"),
+    ({"cam_gate": 1}, TypeError, "`cam_gate`"),
     ({"no_such_field": 1}, TypeError, "no_such_field"),
 ])
 def test_overridden_rejects_bad_values_before_changing_anything(changes: dict, error: type, match: str) -> None:

@@ -33,15 +33,14 @@ import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
-from fcam_plugin.adapters import normalize_per_image
 from fcam_plugin.data import VARIANTS, MultiObjectWSOL
 from fcam_plugin.demo import preset
 from fcam_plugin.demo.classifier import classifier_for
 from fcam_plugin.demo.data import AugmentedLoader, Split, render_split
 from fcam_plugin.demo.evaluation import evaluate_maps
+from fcam_plugin.demo.multi_object import score_per_class
 from fcam_plugin.demo.rivals import protocol_maps
 from fcam_plugin.demo.settings import DemoSettings
-from fcam_plugin.metrics import PxAP
 
 #: (images (B, 3, H, W), classes (B,)) -> maps (B, H, W) in [0, 1].
 MapsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -61,25 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def score(fn: MapsFn, test: MultiObjectWSOL) -> dict[str, float]:
-    """Per-class PxAP and right-object rate of ``fn`` over every (image, present class) pair."""
-    metric, right, pairs = PxAP(), 0, 0
-    for i in range(len(test)):
-        image, labels, masks = test[i]
-        classes = labels.long()
-        maps = normalize_per_image(fn(image[None].expand(len(classes), -1, -1, -1), classes).detach().float().cpu())
-        for k, c in enumerate(classes.tolist()):
-            metric.update(maps[k], masks[c])
-            mass = [(maps[k] * masks[other]).sum() / masks[other].sum().clamp_min(1) for other in classes.tolist()]
-            right += int(int(torch.stack(mass).argmax()) == k)
-            pairs += 1
-    return {"pxap": metric.summary()["pxap"], "right_object": right / max(pairs, 1)}
-
-
 def score_both(fn: MapsFn, multi: MultiObjectWSOL, single: Split, batch_size: int) -> dict[str, float]:
     """:func:`score` on the multi-object images, and PxAP / MaxBoxAccV2 on the single-object split."""
     row = evaluate_maps(lambda x, y: protocol_maps(fn(x, y)), single, batch_size, torch.device("cpu"), 1).row()
-    return score(fn, multi) | {"single_pxap": row["pxap"], "single_v2": row["maxboxaccv2"]}
+    return score_per_class(fn, multi, torch.device("cpu")).row() | {"single_pxap": row["pxap"], "single_v2": row["maxboxaccv2"]}
 
 
 def _gated(up: FCAMUpscaler, dilation: float | None) -> MapsFn:

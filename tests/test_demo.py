@@ -13,7 +13,7 @@ from fcam_plugin.demo.rivals import guided_filter
 
 TINY = DemoSettings(
     train_images=32, test_images=8, image_size=32, classifier_epochs=1, fcam_epochs=2, batch_size=16,
-    rivals=("layercam_l234", "refinecam_torchcam"), figure_images=2, progress=False,
+    rivals=("layercam_l234", "refinecam_torchcam"), figure_images=2, multi_images=3, progress=False,
 )
 
 
@@ -38,9 +38,17 @@ def test_demo_writes_report_metrics_and_figures(demo) -> None:
     assert curve[-1]["pxap"] == metrics["metrics"]["fcam_gradcampp"]["pxap"]
     assert 0.0 <= metrics["seed_precision"]["gradcampp"]["fg_precision"] <= 1.0
     assert all(v["cpu_s"] >= 0 for v in metrics["timings"].values())
-    for name in ("comparison", "curve", "epochs"):
+    for name in ("comparison", "curve", "epochs", "per_class"):
         with Image.open(files[name]) as image:
             assert image.size[0] > 200 and image.size[1] > 100
+
+
+def test_demo_scores_one_map_per_class_on_multi_object_images(demo) -> None:
+    multi = demo["multi_object"]
+    assert set(multi) == {"cam", "refinecam", "fcam_agnostic", "fcam"}
+    assert all(0.0 <= row["pxap"] <= 1.0 and 0.0 <= row["right_object"] <= 1.0 for row in multi.values())
+    report = open(demo["files"]["report"]).read()
+    assert "## Several objects per image: one map per class" in report and "per_class_maps.png" in report
 
 
 def test_report_names_the_measured_winner_in_words(demo) -> None:
@@ -66,6 +74,8 @@ def test_bad_settings_are_refused(tmp_path) -> None:
         DemoSettings(seed_methods=("nope",))
     with pytest.raises(ValueError, match="variant"):
         DemoSettings(variant="photos")
+    with pytest.raises(ValueError, match="multi_images"):
+        DemoSettings(multi_images=-1)
 
 
 def test_guided_filter_keeps_constants_and_follows_edges() -> None:

@@ -12,7 +12,7 @@ from ..visualize import overlay
 from .pipeline import ComparisonResult
 from .report import summarize
 
-__all__ = ["comparison_figure", "epochs_figure", "learning_curve_figure"]
+__all__ = ["comparison_figure", "epochs_figure", "learning_curve_figure", "per_class_figure"]
 
 _PANEL = 1.9  # inches per panel
 
@@ -115,5 +115,27 @@ def epochs_figure(result: ComparisonResult, path: str) -> None:
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=7)
+    _colorbar(fig, axes)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def per_class_figure(result: ComparisonResult, path: str) -> None:
+    """Multi-object test images (rows): for each class present, the wrapped CAM and F-CAM's map of that class."""
+    data, shown = result.multi_figure, ("cam", "fcam")
+    n_rows = len(data["images"])
+    n_cols = 1 + len(shown) * max(len(c) for c in data["classes"])
+    fig = Figure(figsize=(_PANEL * n_cols + 0.6, _PANEL * n_rows + 0.6))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for r, (image, classes, masks) in enumerate(zip(data["images"], data["classes"], data["masks"])):
+        axes[r][0].imshow(image, interpolation="nearest")
+        axes[r][0].set_title("image: classes " + ", ".join(str(int(c)) for c in classes), fontsize=7)
+        for k, c in enumerate(classes):
+            for j, key in enumerate(shown):
+                ax = axes[r][1 + len(shown) * k + j]
+                ax.imshow(_panel(image, result.multi[key].samples[r][k].numpy(), masks[k]), interpolation="nearest")
+                name = "F-CAM" if key == "fcam" else result.multi_labels[key].split(",")[0]
+                ax.set_title(f"class {int(c)}: {name}", fontsize=7)
     _colorbar(fig, axes)
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -24,6 +24,7 @@ from ..upscaler import FCAMUpscaler
 from .classifier import accuracy, classifier_for
 from .data import AugmentedLoader, Split, render_split
 from .evaluation import LearningCurve, MapScores, evaluate_maps, seed_precision
+from .multi_object import PerClassScores, multi_object_scores
 from .rivals import GUIDED_GRID, LibraryCAM, guided_filter, protocol_maps
 from .run_info import Stage, machine_info
 from .settings import RIVALS, SEED_METHODS, DemoSettings
@@ -56,6 +57,9 @@ class ComparisonResult:
         machine: see :func:`~fcam_plugin.demo.run_info.machine_info`.
         figure: images ``(k, S, S, 3)`` uint8, masks ``(k, S, S)``, labels and predictions of the
             test images shown in the figures.
+        multi: map key -> :class:`~fcam_plugin.demo.multi_object.PerClassScores` on the
+            multi-object images (empty without them); ``multi_labels``: key -> name;
+            ``multi_figure``: images, classes present and per-class masks of the first of them.
     """
 
     settings: DemoSettings
@@ -68,6 +72,9 @@ class ComparisonResult:
     timings: dict[str, dict[str, float]]
     machine: dict[str, Any]
     figure: dict[str, np.ndarray] = field(repr=False)
+    multi: dict[str, PerClassScores] = field(default_factory=dict)
+    multi_labels: dict[str, str] = field(default_factory=dict)
+    multi_figure: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
 
     def rows(self) -> dict[str, dict[str, float]]:
         """Headline numbers of every map."""
@@ -84,6 +91,7 @@ class ComparisonResult:
             "labels": dict(self.labels),
             "learning_curves": {k: f.curve.rows for k, f in self.fits.items()},
             "seed_precision": {k: f.seeds for k, f in self.fits.items()},
+            "multi_object": {k: v.row() for k, v in self.multi.items()},
             "fcam_history": {k: f.history for k, f in self.fits.items()},
             "timings": self.timings,
             "machine": self.machine,
@@ -169,6 +177,21 @@ def _best_guided(s: DemoSettings, source: Any, test: Split, device: torch.device
     return score, label
 
 
+def _multi_object(
+    s: DemoSettings, model: nn.Module, up: FCAMUpscaler, device: torch.device, timings: dict
+) -> tuple[dict[str, PerClassScores], dict[str, str], dict[str, list[np.ndarray]]]:
+    """The maps of each class present on the multi-object images, scored; the first images kept for the figure."""
+    with Stage(timings, "multi_object", s.progress) as stage:
+        scores, labels, test = multi_object_scores(s, model, up, device)
+        stage.note = (f"{len(test)} images with 2-3 objects, per-class PxAP / right-object rate: " + ", ".join(
+            f"{key} {100 * v.pxap:.1f} / {100 * v.right_object:.0f}%" for key, v in scores.items()))
+    shown = [test.render_multi(i) for i in range(min(s.figure_images, len(test)))]
+    figure = {"images": [(255 * sample.image + 0.5).astype(np.uint8) for sample in shown],
+              "classes": [np.asarray(sample.labels) for sample in shown],
+              "masks": [sample.masks[list(sample.labels)] for sample in shown]}
+    return scores, labels, figure
+
+
 def run_comparison(settings: DemoSettings | None = None) -> ComparisonResult:
     """Run the whole comparison (see the module docstring); prints stage lines if ``progress``.
 
@@ -203,10 +226,13 @@ def run_comparison(settings: DemoSettings | None = None) -> ComparisonResult:
                 scores[key] = evaluate_maps(cams[key], test, s.batch_size, device, s.figure_images)
             labels[key] = f"{SEED_METHODS[key][0]}, layer4, interpolated (what the library returns)"
             up.close()
+        multi: tuple[dict[str, PerClassScores], dict[str, str], dict[str, list[np.ndarray]]] = ({}, {}, {})
         for key in s.seed_methods:
             up, fits[key] = _fit(s, model, key, train, test, device, timings)
             scores[f"fcam_{key}"] = fits[key].curve.scores[-1]
             labels[f"fcam_{key}"] = f"F-CAM on {SEED_METHODS[key][0]} seeds"
+            if key == s.seed_methods[0] and s.multi_images and s.classes >= 3:
+                multi = _multi_object(s, model, up, device, timings)
             up.close()
         with Stage(timings, "rivals", s.progress) as stage:
             rival_scores, rival_labels = _rivals(s, model, cams, test, device)
@@ -220,4 +246,4 @@ def run_comparison(settings: DemoSettings | None = None) -> ComparisonResult:
         "labels": test.labels[:k].numpy(),
         "predictions": preds[:k].numpy(),
     }
-    return ComparisonResult(s, scores, labels, fits, test_acc, train_acc, trained, timings, machine, figure)
+    return ComparisonResult(s, scores, labels, fits, test_acc, train_acc, trained, timings, machine, figure, *multi)

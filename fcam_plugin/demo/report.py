@@ -6,7 +6,7 @@ from typing import Any
 
 from .pipeline import ComparisonResult
 
-__all__ = ["learning_curve_table", "markdown_report", "metric_table", "summarize"]
+__all__ = ["learning_curve_table", "markdown_report", "metric_table", "multi_object_section", "summarize"]
 
 _HEADLINE = (("PxAP", "pxap"), ("MaxBoxAcc", "maxboxacc"), ("MaxBoxAccV2", "maxboxaccv2"))
 _LOW_ACCURACY = 0.6
@@ -120,6 +120,22 @@ def _run_lines(result: ComparisonResult, total: dict[str, float]) -> list[str]:
     ]
 
 
+def multi_object_section(result: ComparisonResult) -> list[str]:
+    """Report lines: per-class PxAP and right-object rate on the multi-object images (none without them)."""
+    if not result.multi:
+        return []
+    lines = [
+        "## Several objects per image: one map per class", "",
+        f"{result.settings.multi_images} test images with 2-3 objects of different classes "
+        "(`fcam_plugin.data.MultiObjectWSOL`). For every class present, the map of that class is scored against "
+        "that class's mask, the other objects counting as background (per-class PxAP), and it counts as right when "
+        "it puts more mass per pixel on the requested object than on any other (right-object rate). Values x 100.", "",
+        "| map | per-class PxAP | right-object rate |", "|---|---|---|",
+    ]
+    lines += [f"| {result.multi_labels[k]} | {100 * v.pxap:.1f} | {100 * v.right_object:.0f}% |" for k, v in result.multi.items()]
+    return lines + [""]
+
+
 def markdown_report(result: ComparisonResult, total: dict[str, float], mode: str, figures: dict[str, str]) -> str:
     """The demo's ``report.md``: setup, metric table, findings, learning curves, figures, run."""
     lines = ["# F-CAM demo report", "", *_setup(result)]
@@ -141,7 +157,11 @@ def markdown_report(result: ComparisonResult, total: dict[str, float], mode: str
         ("comparison", "Test images (rows); each map overlaid in the jet colormap (colour bar: map value); the object outlined in white."),
         ("curve", "PxAP and MaxBoxAccV2 of F-CAM after every epoch, with the seed CAM and the best training-free map as lines."),
         ("epochs", "The F-CAM maps of the first test images after every epoch."),
+        ("per_class", "Images with several objects (rows): for each class present, the wrapped CAM and the F-CAM map of "
+                      "that class (class gate); that class's object outlined in white."),
     ):
+        if name == "per_class":
+            lines += multi_object_section(result)
         if name in figures:
             lines += [f"![{name}]({figures[name]})", "", f"Figure: {caption}", ""]
     lines += ["## Run", "", *_run_lines(result, total), ""]

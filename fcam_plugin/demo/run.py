@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .._checks import describe
-from .figures import comparison_figure, epochs_figure, learning_curve_figure
+from .figures import comparison_figure, epochs_figure, learning_curve_figure, per_class_figure
 from .pipeline import ComparisonResult, run_comparison
 from .report import markdown_report, metric_table, summarize
 from .settings import DemoSettings, preset
@@ -35,6 +35,9 @@ def write_outputs(result: ComparisonResult, out_dir: str, mode: str, total: dict
     comparison_figure(result, os.path.join(out_dir, figures["comparison"]))
     learning_curve_figure(result, os.path.join(out_dir, figures["curve"]))
     epochs_figure(result, os.path.join(out_dir, figures["epochs"]))
+    if result.multi:
+        figures["per_class"] = "per_class_maps.png"
+        per_class_figure(result, os.path.join(out_dir, figures["per_class"]))
     payload = result.to_dict() | {"mode": mode, "summary": summarize(result)}
     payload["timings"] = payload["timings"] | {"total": total}
     files = {name: os.path.join(out_dir, file) for name, file in figures.items()}

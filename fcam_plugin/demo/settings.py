@@ -54,6 +54,9 @@ class DemoSettings:
         seed: seed of the data, the classifier and the fits.
         device: torch device.
         figure_images: test images shown in the figures.
+        multi_images: test images with 2-3 objects of different classes, on which the map of each
+            class present is scored (per-class PxAP, right-object rate); 0: none (also with fewer
+            than 3 classes).
         classifier_cache: folder where trained classifiers are kept and reused (``None``: none).
         progress: progress bars and one line per stage.
     """
@@ -74,6 +77,7 @@ class DemoSettings:
     seed: int = 0
     device: str = "cpu"
     figure_images: int = 4
+    multi_images: int = 96
     classifier_cache: str | None = None
     progress: bool = True
 
@@ -83,6 +87,8 @@ class DemoSettings:
             _positive(name, getattr(self, name))
         if self.fit_images is not None:
             _positive("fit_images", self.fit_images)
+        if isinstance(self.multi_images, bool) or not isinstance(self.multi_images, int) or self.multi_images < 0:
+            raise ValueError(f"`multi_images` must be an int >= 0, got {self.multi_images!r}.")
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 32:
             raise ValueError(f"`image_size` must be an int >= 32 (ResNet-18 has stride 32), got {self.image_size!r}.")
         if self.num_classes is not None:
@@ -111,11 +117,12 @@ class DemoSettings:
 PRESETS: dict[str, DemoSettings] = {
     "quick": DemoSettings(
         train_images=192, test_images=32, classifier_epochs=3, fcam_epochs=1, figure_images=3,
-        rivals=("layercam_l234", "refinecam"),
+        rivals=("layercam_l234", "refinecam"), multi_images=8,
     ),
     "full": DemoSettings(train_images=1024, test_images=160, classifier_epochs=12, fcam_epochs=4),
     "224": DemoSettings(
         image_size=224, train_images=1600, test_images=256, fit_images=640, classifier_epochs=12, fcam_epochs=4,
+        multi_images=64,
     ),
 }
 

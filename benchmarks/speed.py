@@ -7,12 +7,13 @@ Usage: ``python benchmarks/speed.py [--arch resnet50] [--batch 8] [--size 224] [
     (``crf_weight = 0``), same batch, same model; plus the CRF loss alone (fwd + bwd) on the
     decoder's probabilities. Target: with / without <= 1.3. Also the step without the
     flip-consistency term (``flip_weight = 0``: no mirrored forward).
-(b) one upscaler call (``up(input_tensor=x, targets=...)``, and ``up.maps(x)`` on-device) vs one
-    call of the wrapped pytorch-grad-cam ``GradCAMPlusPlus`` on the same batch. Target <= 0.7
-    (the decoder needs no backward pass through the classifier). Also the call with the class
-    gate on (``cam_gate=True``), which needs the wrapped method's CAM at three layers for the
-    requested class and its ``gate_rivals`` rivals (one backward pass over 1 + rivals copies), and with
-    the test-time flip (``flip_average=True``), which runs the classifier and the decoder twice.
+(b) one upscaler call without classes (``up(input_tensor=x)``: the class-agnostic map, and
+    ``up.maps(x)`` on-device) vs one call of the wrapped pytorch-grad-cam ``GradCAMPlusPlus`` on the
+    same batch. Target <= 0.7 (the decoder needs no backward pass through the classifier). Also the
+    call with ``targets`` (the class gate, on by default when classes are named: the wrapped
+    method's CAM at three layers for the requested class and its ``gate_rivals`` rivals, one
+    backward pass over 1 + rivals copies of the batch), and the class-agnostic call with the
+    test-time flip (``flip_average=True``), which runs the classifier and the decoder twice.
 
 Random weights (``weights=None``): timings do not depend on the values. CPU threads = torch default.
 """
@@ -115,29 +116,28 @@ def main() -> None:
     layer = dict(model.named_modules())[up.taps[-1].name]  # the upscaler's default target layer
     gradcam = GradCAMPlusPlus(model=model, target_layers=[layer])
 
-    def call_with(field: str) -> object:
-        """The call with the boolean config ``field`` switched on for it."""
-        with up.config.overridden(**{field: True}):
-            return up(input_tensor=x, targets=targets)
+    def flipped() -> object:
+        """The class-agnostic call with the test-time flip switched on for it."""
+        with up.config.overridden(flip_average=True):
+            return up(input_tensor=x)
 
     t = interleaved({
-        "up": lambda: up(input_tensor=x, targets=targets),
-        "gate": lambda: call_with("cam_gate"),
-        "flip": lambda: call_with("flip_average"),
+        "up": lambda: up(input_tensor=x),
+        "gate": lambda: up(input_tensor=x, targets=targets),
+        "flip": flipped,
         "maps": lambda: up.maps(x),
         "gradcam": lambda: gradcam(input_tensor=x, targets=targets),
         "classifier": lambda: torch.no_grad()(model)(x),
     }, a.reps)
     print("\n(b) one call on the same batch, s")
-    print(f"  up(input_tensor=x, targets) {t['up']:.3f}   up.maps(x) {t['maps']:.3f}   "
+    print(f"  up(input_tensor=x) {t['up']:.3f}   up.maps(x) {t['maps']:.3f}   "
           f"GradCAMPlusPlus {t['gradcam']:.3f}   classifier forward (no_grad) {t['classifier']:.3f}")
-    print(f"  with the class gate (cam_gate=True, gate_dilation={up.config.gate_dilation}, "
-          f"gate_rivals={up.config.gate_rivals}) {t['gate']:.3f}: "
-          f"ratio gate / GradCAM++ = {t['gate'] / t['gradcam']:.2f}")
-    print(f"  with the test-time flip (flip_average=True) {t['flip']:.3f}: ratio flip / GradCAM++ = "
-          f"{t['flip'] / t['gradcam']:.2f}")
-    print(f"  ratio upscaler / GradCAM++ = {t['up'] / t['gradcam']:.2f} (maps: {t['maps'] / t['gradcam']:.2f})"
+    print(f"  ratio class-agnostic call / GradCAM++ = {t['up'] / t['gradcam']:.2f} (maps: {t['maps'] / t['gradcam']:.2f})"
           "  (target <= 0.7)")
+    print(f"  up(input_tensor=x, targets): the class gate (gate_dilation={up.config.gate_dilation}, "
+          f"gate_rivals={up.config.gate_rivals}) {t['gate']:.3f}: ratio / GradCAM++ = {t['gate'] / t['gradcam']:.2f}")
+    print(f"  with the test-time flip (flip_average=True, no targets) {t['flip']:.3f}: ratio / GradCAM++ = "
+          f"{t['flip'] / t['gradcam']:.2f}")
     print(f"\n{_load()}")
 
 

@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-images", type=int, default=96, help="multi-object test images")
     p.add_argument("--fit-images", type=int, default=512)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0, help="data and classifier seed (a new seed: independent data)")
     p.add_argument("--fit-seeds", type=int, nargs="+", default=[0])
     p.add_argument("--dilations", type=float, nargs="+", default=[0.0, 0.25], help="gate_dilation values scored")
     p.add_argument("--threads", type=int, default=None)
@@ -99,7 +100,8 @@ def _fcam_rows(model: torch.nn.Module, s: DemoSettings, train: Split, evaluate: 
 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    s = preset("full", variant=variant, image_size=args.image_size, progress=False, classifier_cache=args.classifier_cache)
+    s = preset("full", variant=variant, image_size=args.image_size, seed=args.seed, progress=False,
+               classifier_cache=args.classifier_cache)
     train, single = render_split(s, "train", s.train_images), render_split(s, "test", s.test_images)
     model, _ = classifier_for(train, s, torch.device("cpu"))
     multi = MultiObjectWSOL(args.test_images, args.image_size, max(s.classes, 3), seed=s.seed, split="test", variant=variant)

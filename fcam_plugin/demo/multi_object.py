@@ -89,7 +89,8 @@ def multi_object_scores(
         "cam": (f"{method}, layer4, interpolated (what the library returns)", up.cams),
         "refinecam": (label, refinecam),
         "fcam_agnostic": (f"F-CAM on {method} seeds, class-agnostic (cam_gate=False)", agnostic),
-        "fcam": (f"F-CAM on {method} seeds, class gate (the default when classes are named)", up.maps),
+        "fcam": (f"F-CAM on {method} seeds, " + ("class gate (the default when classes are named)" if up.config.cam_gate
+                                                  else "as configured (cam_gate=False)"), up.maps),
     }
     try:
         scores = {key: score_per_class(fn, test, device, s.figure_images) for key, (_, fn) in fns.items()}

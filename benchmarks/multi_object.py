@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def score_both(fn: MapsFn, multi: MultiObjectWSOL, single: Split, batch_size: int) -> dict[str, float]:
-    """:func:`score` on the multi-object images, and PxAP / MaxBoxAccV2 on the single-object split."""
+    """Per-class scores on the multi-object images, and PxAP / MaxBoxAccV2 on the single-object split."""
     row = evaluate_maps(lambda x, y: protocol_maps(fn(x, y)), single, batch_size, torch.device("cpu"), 1).row()
     return score_per_class(fn, multi, torch.device("cpu")).row() | {"single_pxap": row["pxap"], "single_v2": row["maxboxaccv2"]}
 

@@ -11,9 +11,14 @@ from torch import nn
 
 from .defaults import DECODER_CHANNELS
 
-__all__ = ["DEFAULT_DECODER_CHANNELS", "UNetDecoder"]
+__all__ = ["DEFAULT_DECODER_CHANNELS", "UNetDecoder", "foreground_probability"]
 
 DEFAULT_DECODER_CHANNELS = DECODER_CHANNELS
+
+
+def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
+    """The foreground probability ``(B, H, W)`` (float32) from the decoder's logits ``(B, 2, H, W)``."""
+    return logits.float().softmax(1)[:, 1]
 
 
 class _ConvBNReLU(nn.Sequential):

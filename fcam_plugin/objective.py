@@ -16,6 +16,7 @@ from torch import nn
 from .adapters.base import CAMSource, normalize_per_image
 from .alignment import upsample_aligned
 from .config import FCAMConfig
+from .decoder import foreground_probability
 from .distributed import all_reduce_sum, global_batch_slice, rank_and_world
 from .errors import UnsupportedLayersError
 from .losses.cam_prior import cam_prior
@@ -167,7 +168,7 @@ class Objective:
         if cfg.cam_weight > 0 and cams is not None:
             terms["cam"] = cfg.cam_weight * cam_prior(probs[:, 1:2], cams)
         if cfg.flip_weight > 0 and mirrored_logits is not None:
-            terms["flip"] = cfg.flip_weight * flip_consistency(probs[:, 1], mirrored_logits.float().softmax(1)[:, 1])
+            terms["flip"] = cfg.flip_weight * flip_consistency(probs[:, 1], foreground_probability(mirrored_logits))
         terms["total"] = sum(terms.values())  # type: ignore[assignment]
         return terms
 
@@ -194,5 +195,5 @@ class Objective:
             logits, mirrored_logits = self.decode(decoder, features, mirrored, (images.shape[-2], images.shape[-1]))
         seed_map = cams
         if self_train:
-            seed_map = normalize_per_image((logits.detach().float().softmax(1)[:, 1:2] * cams).sqrt()).clamp(0, 1)
+            seed_map = normalize_per_image((foreground_probability(logits.detach())[:, None] * cams).sqrt()).clamp(0, 1)
         return self.terms(logits, self.sample(seed_map, generator), images, t, cams, mirrored_logits)

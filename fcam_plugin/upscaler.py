@@ -27,7 +27,7 @@ from .checkpoint import (
 )
 from .class_gate import class_gate, rival_classes
 from .config import FCAMConfig
-from .decoder import UNetDecoder
+from .decoder import UNetDecoder, foreground_probability
 from .errors import CheckpointError, NotFittedError
 from .objective import Objective
 from .selection import BestEpoch
@@ -309,7 +309,7 @@ class FCAMUpscaler:
         """The classifier's output and the decoder's foreground probability ``(B, H, W)`` for ``images``."""
         scores, features = taps.forward(images)
         logits = self.decoder(features, tuple(images.shape[-2:]))
-        return scores, logits.float().softmax(1)[:, 1]
+        return scores, foreground_probability(logits)
 
     def _gate_classes(self, scores: Any, classes: Any, argument: str) -> torch.Tensor:
         """The gate's classes ``(B,)``: ``classes`` checked against the model's scores, or the predicted ones."""

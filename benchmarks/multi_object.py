@@ -27,10 +27,8 @@ import statistics
 import time
 from typing import Callable
 
-import numpy as np
 import pytorch_grad_cam
 import torch
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin.data import VARIANTS, MultiObjectWSOL
@@ -39,8 +37,8 @@ from fcam_plugin.demo.classifier import classifier_for
 from fcam_plugin.demo.data import AugmentedLoader, Split, render_split
 from fcam_plugin.demo.evaluation import evaluate_maps
 from fcam_plugin.demo.multi_object import score_per_class
-from fcam_plugin.demo.rivals import protocol_maps
-from fcam_plugin.demo.settings import DemoSettings
+from fcam_plugin.demo.rivals import LibraryCAM, protocol_maps
+from fcam_plugin.demo.settings import RIVALS, DemoSettings
 
 #: (images (B, 3, H, W), classes (B,)) -> maps (B, H, W) in [0, 1].
 MapsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -77,15 +75,6 @@ def _gated(up: FCAMUpscaler, dilation: float | None) -> MapsFn:
     return fn
 
 
-def _refinecam(model: torch.nn.Module) -> MapsFn:
-    cam = pytorch_grad_cam.RefineCAM(model, target_layers=[model.layer2, model.layer3, model.layer4])
-
-    def fn(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(cam(input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in classes])))
-
-    return fn
-
-
 def _fcam_rows(model: torch.nn.Module, s: DemoSettings, train: Split, evaluate: Callable[[MapsFn], dict],
                seed: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """One F-CAM fit (defaults, fit seed ``seed``) scored without the gate and with each dilation."""
@@ -110,8 +99,13 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, dict[str, f
         return score_both(fn, multi, single, s.batch_size)
 
     probe = FCAMUpscaler(model, pytorch_grad_cam.GradCAMPlusPlus)
-    rows = {"GradCAM++ (bilinear)": evaluate(lambda x, c: probe.cams(x, c)), "RefineCAM layers 2-4": evaluate(_refinecam(model))}
-    probe.close()
+    _, library, name, layers = RIVALS["refinecam"]
+    refinecam = LibraryCAM(model, library, name, layers, args.image_size)
+    try:
+        rows = {"GradCAM++ (bilinear)": evaluate(probe.cams), "RefineCAM layers 2-4": evaluate(refinecam)}
+    finally:
+        probe.close()
+        refinecam.close()
     fits = [_fcam_rows(model, s, train, evaluate, seed, args) for seed in args.fit_seeds]
     for name in fits[0]:
         rows[name] = {key: statistics.median(fit[name][key] for fit in fits) for key in fits[0][name]}

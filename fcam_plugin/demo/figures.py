@@ -52,6 +52,16 @@ def _colorbar(fig: Figure, axes: np.ndarray) -> None:
     bar.ax.tick_params(labelsize=7)
 
 
+def _draw_row(axes_row: np.ndarray, panels: list[np.ndarray], titles: list[str], with_titles: bool) -> None:
+    """One figure row: each panel without ticks, titled when ``with_titles`` (the first row)."""
+    for ax, panel, title in zip(axes_row, panels, titles):
+        ax.imshow(panel, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if with_titles:
+            ax.set_title(title, fontsize=7)
+
+
 def comparison_figure(result: ComparisonResult, path: str) -> None:
     """Test images (rows) x maps (columns) as overlays, the object outlined, with a colour bar."""
     keys, fig_data = _columns(result), result.figure
@@ -63,13 +73,7 @@ def comparison_figure(result: ComparisonResult, path: str) -> None:
         panels = [image] + [_panel(image, result.scores[k].samples[r], mask) for k in keys]
         gt = (0.35 * image + 0.65 * 255 * mask[..., None]).astype(np.uint8)
         gt[_outline(mask)] = 255
-        for c, (panel, title) in enumerate(zip(panels + [gt], ["image"] + [_title(result, k) for k in keys] + ["object mask"])):
-            ax = axes[r][c]
-            ax.imshow(panel, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(title, fontsize=7)
+        _draw_row(axes[r], panels + [gt], ["image"] + [_title(result, k) for k in keys] + ["object mask"], r == 0)
         pred, label = int(fig_data["predictions"][r]), int(fig_data["labels"][r])
         axes[r][0].set_ylabel(f"class {label}" + ("" if pred == label else f"\n(predicted {pred})"), fontsize=8)
     _colorbar(fig, axes)
@@ -108,13 +112,7 @@ def epochs_figure(result: ComparisonResult, path: str) -> None:
         image, mask = fig_data["images"][r], fig_data["masks"][r]
         panels = [_panel(image, result.scores[key].samples[r], mask)] + [_panel(image, s[r], mask) for s in fit.curve.samples]
         titles = ["seed CAM"] + [f"epoch {row['epoch']}\nPxAP {100 * row['pxap']:.1f}" for row in fit.curve.rows]
-        for c, (panel, title) in enumerate(zip(panels, titles)):
-            ax = axes[r][c]
-            ax.imshow(panel, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(title, fontsize=7)
+        _draw_row(axes[r], panels, titles, r == 0)
     _colorbar(fig, axes)
     fig.savefig(path, dpi=110, bbox_inches="tight")
 

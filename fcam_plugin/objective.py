@@ -86,11 +86,15 @@ class Objective:
         if self.stages:
             try:
                 per_layer = self.source.layer_cams(images, labels, self.seed_layers)
-            except UnsupportedLayersError as error:
+            except (UnsupportedLayersError, RuntimeError) as error:
+                if isinstance(error, torch.OutOfMemoryError):
+                    raise
+                # e.g. ShapleyCAM's second derivative through a later block without one (hardsigmoid):
+                # the method may still work at the target layers, which the fallback below tries.
                 self.stages = False
                 warnings.warn(
-                    f"seed_layers='stages': {error}; the seeds come from the target layers only "
-                    "(seed_layers='target').", UserWarning, stacklevel=2,
+                    f"seed_layers='stages': the wrapped method failed at the stage layers ({error}); the seeds "
+                    "come from the target layers only (seed_layers='target').", UserWarning, stacklevel=2,
                 )
             else:
                 stacked = torch.nan_to_num(torch.stack(self._upsample(per_layer, self.seed_layers, size)), nan=0.0)

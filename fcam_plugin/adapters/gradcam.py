@@ -252,7 +252,13 @@ class GradCAMSource(CAMSource):
         return self._cls(self.model, layers, self._reshape, **self._kwargs)
 
     def _release(self, instance: Any) -> None:
-        instance.activations_and_grads.release()
+        hooks = instance.activations_and_grads
+        # grad-cam's release() first detaches the stored tensors in place, which raises on views
+        # (ShapleyCAM's second-order gradients on convnext): drop them, then remove the hooks.
+        for stored in (getattr(hooks, "activations", None), getattr(hooks, "gradients", None)):
+            if isinstance(stored, list):
+                stored.clear()
+        hooks.release()
 
     def _check_class_arguments(self) -> None:
         name = self._cls.__name__

@@ -335,6 +335,8 @@ def expected_error(library: str, name: str, model_name: str) -> tuple[type[BaseE
         return ValueError, "LeGrad explains vision-transformer blocks"
     if library == "gradcam" and name == "FullGrad" and model_name in _TRANSFORMERS:
         return ValueError, "FullGrad cannot explain a transformer"
+    if library == "gradcam" and name == "ShapleyCAM" and model_name in _TRANSFORMERS:
+        return ValueError, "ShapleyCAM cannot explain a transformer"
     if library == "torchcam" and name == "CAM":
         fcs = [m for m in build_model(model_name).modules() if isinstance(m, nn.Linear)]
         if len(fcs) > 1:

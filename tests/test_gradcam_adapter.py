@@ -195,3 +195,11 @@ def test_label_out_of_range(model) -> None:
     source = GradCAMSource(model, pytorch_grad_cam.GradCAM, [model.layer4])
     with pytest.raises(ValueError, match=r"class indices must be in \[0, 5\)"):
         source.cams(torch.randn(1, 3, 64, 64), torch.tensor([7]))
+
+
+@pytest.mark.parametrize("name", ["FullGrad", "ShapleyCAM"])
+def test_methods_that_cannot_explain_transformers_refuse_a_reshape_transform(model, name: str) -> None:
+    # The library's own call fails on token layouts for both (ShapleyCAM: shapes that do not broadcast).
+    with pytest.raises(ValueError, match=f"{name} cannot explain a transformer.*reshape_transform"):
+        GradCAMSource(model, getattr(pytorch_grad_cam, name), [model.layer4], reshape_transform=lambda t: t)
+    assert all(not m._forward_hooks for m in model.modules())

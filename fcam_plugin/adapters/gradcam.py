@@ -268,6 +268,12 @@ class GradCAMSource(CAMSource):
                 "of every Conv2d/BatchNorm2d layer at image resolution and fails on token layouts); with a "
                 "`reshape_transform`, use e.g. GradCAM, LayerCAM or EigenCAM instead."
             )
+        if name == "ShapleyCAM" and self._reshape is not None:
+            raise ValueError(
+                "pytorch-grad-cam's ShapleyCAM cannot explain a transformer (its Hessian-vector weights ignore "
+                "`reshape_transform`, and attention has no second derivative on the CPU: the library's own call "
+                "fails too); with a `reshape_transform`, use e.g. GradCAM, LayerCAM or EigenCAM instead."
+            )
         if self._native is None and not self._layers and name != "FullGrad":
             raise ValueError(f"`target_layers` is empty for {name}.")
 

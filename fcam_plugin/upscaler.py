@@ -203,7 +203,7 @@ class FCAMUpscaler:
             return self._checkpoint(decoder, training, fitted, fingerprint)
 
         result = train(
-            self.decoder, self.model, self.taps, self.objective(), loader, options, snapshot,
+            self.decoder, self.model, self.taps, self._fit_objective(), loader, options, snapshot,
             device=self.device, resume=resume_state,
         )
         self.decoder, self.history, self.fitted = result.decoder, result.history, True
@@ -215,6 +215,11 @@ class FCAMUpscaler:
     def objective(self) -> Objective:
         """The training objective of this upscaler: seeds from the wrapped method, CRF, size prior."""
         return Objective(self.config, self.source, self.seed_stage_layers(), self.cam_offsets)
+
+    def _fit_objective(self) -> Objective:
+        """A new objective for a fit, kept for the class gate's seed CAMs (with any fallback it made)."""
+        self._objective = self.objective()
+        return self._objective
 
     def cam_offsets(self, layers: Sequence[nn.Module]) -> list[tuple[float, float]]:
         """Receptive-field offsets ``(dy, dx)`` of layers of the classifier, measured once per layer."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torchvision
@@ -50,3 +52,8 @@ def test_a_head_bound_method_falls_back_to_its_target_layer_with_a_warning() -> 
     with pytest.warns(UserWarning, match="seed_layers='stages'.*target layers only"):
         up.fit([_batch()], epochs=1, progress=False)
     assert up.fitted
+    # The class gate reuses the fit's seed CAMs and their fallback: no second warning, no second failure.
+    images, labels = _batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert up.maps(images, labels).shape == (2, 64, 64)

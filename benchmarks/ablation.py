@@ -88,14 +88,9 @@ def _baselines(settings: Any, model: torch.nn.Module, test: Any, device: torch.d
     return rows
 
 
-def _gates_labels(config: FCAMConfig) -> bool:
-    """Whether ``config`` gates the labelled maps that the benchmark scores (``cam_gate`` True or "auto")."""
-    return config.cam_gate is True or config.cam_gate == "auto"
-
-
 def _toggled_gate_maps(up: FCAMUpscaler, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The F-CAM maps with the class gate switched the other way for this call."""
-    with up.config.overridden(cam_gate=not _gates_labels(up.config)):
+    with up.config.overridden(cam_gate=not up.config.gates(classes_named=True)):
         return _fcam_maps(up, images, labels)
 
 
@@ -177,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{variant}: accuracy {100 * acc:.1f}%, baselines {json.dumps(entry['baselines'])}", flush=True)
         for name, overrides in args.config:
             fits = [_fit(s, model, train, test, overrides, seed, args.gate_both, val) for seed in args.fit_seeds]
-            toggled = name + ("/no-gate" if _gates_labels(FCAMConfig(**overrides)) else "/gate")
+            toggled = name + ("/no-gate" if FCAMConfig(**overrides).gates(classes_named=True) else "/gate")
             for index, key in enumerate([name, toggled][: len(fits[0]["curves"])]):
                 entry["configs"][key] = {"overrides": overrides, "curves": [f["curves"][index] for f in fits],
                                          "seeds": fits[0]["seeds"], "fit_s": fits[0]["fit_s"],

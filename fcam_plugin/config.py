@@ -168,6 +168,10 @@ class FCAMConfig:
         if not self.decoder_channels or min(self.decoder_channels) < 1:
             raise ValueError(f"`decoder_channels` must be positive ints, got {self.decoder_channels}.")
 
+    def gates(self, classes_named: bool) -> bool:
+        """Whether ``cam_gate`` gates a call that names classes (``classes_named``) or not: ``"auto"`` gates only the former."""
+        return self.cam_gate is True or (self.cam_gate == "auto" and classes_named)
+
     @contextlib.contextmanager
     def overridden(self, **changes: Any) -> Iterator[FCAMConfig]:
         """Set ``changes`` on this config inside a ``with`` block and restore the old values on exit.

@@ -301,14 +301,9 @@ class FCAMUpscaler:
             scores, probs = self._foreground(taps, images)
             if self.config.flip_average:
                 probs = 0.5 * (probs + self._foreground(taps, images.flip(-1))[1].flip(-1))
-        if not self._gated(classes):
+        if not self.config.gates(classes_named=classes is not None):
             return probs
         return probs * self._class_gate(images, scores, self._gate_classes(scores, classes, argument))
-
-    def _gated(self, classes: Any) -> bool:
-        """Whether ``config.cam_gate`` gates this call (``"auto"``: when the caller names classes)."""
-        gate = self.config.cam_gate
-        return gate is True or (gate == "auto" and classes is not None)
 
     def _foreground(self, taps: FeatureTaps, images: torch.Tensor) -> tuple[Any, torch.Tensor]:
         """The classifier's output and the decoder's foreground probability ``(B, H, W)`` for ``images``."""

@@ -28,3 +28,9 @@ def test_overridden_rejects_bad_values_before_changing_anything(changes: dict, e
     with pytest.raises(error, match=match), config.overridden(**changes):
         pass
     assert config == FCAMConfig()
+
+
+def test_gates_says_which_calls_the_class_gate_applies_to() -> None:
+    assert [FCAMConfig(cam_gate="auto").gates(classes_named=named) for named in (True, False)] == [True, False]
+    assert [FCAMConfig(cam_gate=True).gates(classes_named=named) for named in (True, False)] == [True, True]
+    assert [FCAMConfig(cam_gate=False).gates(classes_named=named) for named in (True, False)] == [False, False]

@@ -85,12 +85,12 @@ def multi_object_scores(
         with up.config.overridden(cam_gate=False):
             return up.maps(images, classes)
 
+    gated = "class gate (the default when classes are named)"
     fns: dict[str, tuple[str, MapsFn]] = {
         "cam": (f"{method}, layer4, interpolated (what the library returns)", up.cams),
         "refinecam": (label, refinecam),
         "fcam_agnostic": (f"F-CAM on {method} seeds, class-agnostic (cam_gate=False)", agnostic),
-        "fcam": (f"F-CAM on {method} seeds, " + ("class gate (the default when classes are named)" if up.config.cam_gate
-                                                  else "as configured (cam_gate=False)"), up.maps),
+        "fcam": (f"F-CAM on {method} seeds, " + (gated if up.config.gates(classes_named=True) else "as configured (cam_gate=False)"), up.maps),
     }
     try:
         scores = {key: score_per_class(fn, test, device, s.figure_images) for key, (_, fn) in fns.items()}

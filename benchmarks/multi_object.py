@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--test-images", type=int, default=96, help="multi-object test images")
     p.add_argument("--fit-images", type=int, default=512)
+    p.add_argument("--train-images", type=int, default=1024, help="classifier training images")
+    p.add_argument("--classifier-epochs", type=int, default=12)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0, help="data and classifier seed (a new seed: independent data)")
     p.add_argument("--fit-seeds", type=int, nargs="+", default=[0])
@@ -90,6 +92,7 @@ def _fcam_rows(model: torch.nn.Module, s: DemoSettings, train: Split, evaluate: 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     s = preset("full", variant=variant, image_size=args.image_size, seed=args.seed, progress=False,
+               train_images=args.train_images, classifier_epochs=args.classifier_epochs,
                classifier_cache=args.classifier_cache)
     train, single = render_split(s, "train", s.train_images), render_split(s, "test", s.test_images)
     model, _ = classifier_for(train, s, torch.device("cpu"))

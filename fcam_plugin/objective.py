@@ -86,9 +86,9 @@ class Objective:
         if self.stages:
             try:
                 per_layer = self.source.layer_cams(images, labels, self.seed_layers)
+            except torch.OutOfMemoryError:
+                raise
             except (UnsupportedLayersError, RuntimeError) as error:
-                if isinstance(error, torch.OutOfMemoryError):
-                    raise
                 # e.g. ShapleyCAM's second derivative through a later block without one (hardsigmoid):
                 # the method may still work at the target layers, which the fallback below tries.
                 self.stages = False

@@ -151,6 +151,14 @@ _WEIGHTED: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 _ALWAYS_PROJECT = {"EigenCAM", "EigenGradCAM"}
 _NO_GRADIENT = {"EigenCAM"}
+#: grad-cam methods whose own call fails on a transformer's token layout, with the reason: they refuse a
+#: ``reshape_transform`` with a clear error instead.
+_NO_TRANSFORMERS = {
+    "FullGrad": "it aggregates the bias gradients of every Conv2d/BatchNorm2d layer at image resolution and "
+    "fails on token layouts",
+    "ShapleyCAM": "its Hessian-vector weights ignore `reshape_transform`, and attention has no second derivative "
+    "on the CPU: the library's own call fails too",
+}
 
 
 def _native_name(cls: type) -> str | None:
@@ -262,17 +270,10 @@ class GradCAMSource(CAMSource):
 
     def _check_class_arguments(self) -> None:
         name = self._cls.__name__
-        if name == "FullGrad" and self._reshape is not None:
+        if name in _NO_TRANSFORMERS and self._reshape is not None:
             raise ValueError(
-                "pytorch-grad-cam's FullGrad cannot explain a transformer (it aggregates the bias gradients "
-                "of every Conv2d/BatchNorm2d layer at image resolution and fails on token layouts); with a "
+                f"pytorch-grad-cam's {name} cannot explain a transformer ({_NO_TRANSFORMERS[name]}); with a "
                 "`reshape_transform`, use e.g. GradCAM, LayerCAM or EigenCAM instead."
-            )
-        if name == "ShapleyCAM" and self._reshape is not None:
-            raise ValueError(
-                "pytorch-grad-cam's ShapleyCAM cannot explain a transformer (its Hessian-vector weights ignore "
-                "`reshape_transform`, and attention has no second derivative on the CPU: the library's own call "
-                "fails too); with a `reshape_transform`, use e.g. GradCAM, LayerCAM or EigenCAM instead."
             )
         if self._native is None and not self._layers and name != "FullGrad":
             raise ValueError(f"`target_layers` is empty for {name}.")

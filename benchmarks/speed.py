@@ -6,7 +6,8 @@ Usage: ``python benchmarks/speed.py [--arch resnet50] [--batch 8] [--size 224] [
     GradCAM++, decoder, losses) **with** the dense CRF loss (auto method) vs **without** it
     (``crf_weight = 0``), same batch, same model; plus the CRF loss alone (fwd + bwd) on the
     decoder's probabilities. Target: with / without <= 1.3. Also the step without the
-    flip-consistency term (``flip_weight = 0``: no mirrored forward).
+    flip-consistency term (``flip_weight = 0``: no mirrored forward), and the step after the
+    early-learning anchor is taken (one more decoder forward, without gradient).
 (b) one upscaler call without classes (``up(input_tensor=x)``: the class-agnostic map, and
     ``up.maps(x)`` on-device) vs one call of the wrapped pytorch-grad-cam ``GradCAMPlusPlus`` on the
     same batch. Target <= 0.7 (the decoder needs no backward pass through the classifier). Also the
@@ -21,6 +22,7 @@ Random weights (``weights=None``): timings do not depend on the values. CPU thre
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -86,10 +88,12 @@ def main() -> None:
     step_gen = torch.Generator().manual_seed(1)
     objective = up.objective()
 
-    def step(with_crf: bool, with_flip: bool = True) -> None:
+    anchor = copy.deepcopy(up.decoder).requires_grad_(False).eval()
+
+    def step(with_crf: bool, with_flip: bool = True, anchored: bool = False) -> None:
         changes = ({} if with_crf else {"crf_weight": 0.0}) | ({} if with_flip else {"flip_weight": 0.0})
         with cfg.overridden(**changes):
-            terms = objective(up.decoder, taps, x, labels, 1.0, step_gen, False)
+            terms = objective(up.decoder, taps, x, labels, 1.0, step_gen, False, anchor=anchor if anchored else None)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
@@ -103,13 +107,15 @@ def main() -> None:
     up.decoder.train()
     with frozen_eval(model), FeatureTaps(model, up.taps) as taps:
         t = interleaved({"with": lambda: step(True), "without": lambda: step(False), "crf": crf_only,
-                         "noflip": lambda: step(True, False)}, a.reps)
+                         "noflip": lambda: step(True, False), "anchored": lambda: step(True, anchored=True)}, a.reps)
     print("\n(a) one training step (seeds + decoder + losses + backward + SGD), s")
     print(f"  with CRF {t['with']:.3f}   without CRF {t['without']:.3f}   CRF loss alone (fwd+bwd) "
           f"{t['crf']:.3f}")
     print(f"  ratio with / without = {t['with'] / t['without']:.2f}  (target <= 1.3)")
     print(f"  without the flip-consistency term (flip_weight=0) {t['noflip']:.3f}: ratio default / that = "
           f"{t['with'] / t['noflip']:.2f}")
+    print(f"  a step after the early-learning anchor is taken {t['anchored']:.3f}: ratio that / default = "
+          f"{t['anchored'] / t['with']:.2f}")
 
     # ---------------------------------------------------------------- (b) inference call
     targets = [ClassifierOutputTarget(int(c)) for c in labels]

@@ -9,6 +9,8 @@ from typing import Any
 
 from ._checks import check_choice, check_positive
 from .defaults import (
+    ANCHOR_STEPS,
+    ANCHOR_WEIGHT,
     BARRIER_FACTOR,
     BARRIER_T0,
     BARRIER_T_MAX,
@@ -52,7 +54,7 @@ class FCAMConfig:
 
     Defaults follow the paper's reference run (CUB, 224 px, ResNet-50), except where the ablations
     of ``benchmarks/README.md`` measured a better choice (``seed_layers``, ``lr_schedule``,
-    ``flip_weight``).
+    ``flip_weight``, ``anchor_weight``).
 
     Attributes:
         decoder_channels: U-Net up-block widths, from the deepest.
@@ -97,6 +99,13 @@ class FCAMConfig:
             the decoder's map of the mirrored image must be the mirror of its map, which removes
             errors that depend on the orientation. Costs one more classifier forward and decoder
             forward per step, both without gradient (the mirrored map is the target). 0 disables it.
+        anchor_weight / anchor_steps: the early-learning anchor. The seeds' partial cross-entropy
+            first teaches the decoder what most seeds agree on; with more steps it also fits the
+            seeds that miss the object, and the map grows to the seed CAM's blob. At the end of the
+            first epoch that completes ``anchor_steps`` or more optimisation steps, a frozen copy of
+            the decoder is kept, and every later step adds ``anchor_weight`` times the BCE between
+            the decoder's map and the copy's (:func:`fcam_plugin.losses.soft_target_bce`): one more
+            decoder forward per step, without gradient. 0 disables it.
         barrier_t0 / barrier_factor / barrier_t_max: barrier parameter t, per epoch
             ``min(t0 * factor**epoch, t_max)``.
         lr / momentum / nesterov / weight_decay: the default SGD optimiser.
@@ -121,6 +130,8 @@ class FCAMConfig:
     size_weight: float = SIZE_WEIGHT
     cam_weight: float = CAM_WEIGHT
     flip_weight: float = FLIP_WEIGHT
+    anchor_weight: float = ANCHOR_WEIGHT
+    anchor_steps: int = ANCHOR_STEPS
     cam_gate: bool | str = CAM_GATE
     gate_dilation: float = GATE_DILATION
     gate_rivals: int = GATE_RIVALS
@@ -141,7 +152,7 @@ class FCAMConfig:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
-        for name in ("crf_weight", "size_weight", "cam_weight", "flip_weight", "weight_decay", "momentum"):
+        for name in ("crf_weight", "size_weight", "cam_weight", "flip_weight", "anchor_weight", "weight_decay", "momentum"):
             check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))
@@ -154,7 +165,7 @@ class FCAMConfig:
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULE_CHOICES)
         check_choice("seed_layers", self.seed_layers, SEED_LAYER_CHOICES)
         check_choice("seed_fusion", self.seed_fusion, SEED_FUSION_CHOICES)
-        for name in ("n_fg", "n_bg", "seed_patch", "fg_erosion", "self_training_from", "gate_rivals"):
+        for name in ("n_fg", "n_bg", "seed_patch", "fg_erosion", "self_training_from", "gate_rivals", "anchor_steps"):
             value, least = getattr(self, name), 0 if name in ("n_fg", "n_bg", "self_training_from") else 1
             odd = name in ("seed_patch", "fg_erosion")
             if not isinstance(value, int) or isinstance(value, bool) or value < least or (odd and value % 2 == 0):

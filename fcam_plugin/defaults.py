@@ -7,6 +7,8 @@ Values follow the paper's reference run (CUB, 224 px, ResNet-50) unless a measur
 from __future__ import annotations
 
 __all__ = [
+    "ANCHOR_STEPS",
+    "ANCHOR_WEIGHT",
     "BARRIER_FACTOR",
     "BARRIER_T0",
     "BARRIER_T_MAX",
@@ -64,6 +66,11 @@ SELF_TRAINING_FROM = 0
 #: Learning rate of the default optimiser over a fit: decayed from ``lr`` to 0 by a cosine (the
 #: paper keeps it constant); measured in benchmarks/README.md ("Ablations").
 LR_SCHEDULE = "cosine"
+#: Early-learning anchor: at the end of the first epoch that completes ``ANCHOR_STEPS`` or more
+#: optimisation steps, a frozen copy of the decoder is kept, and every later step adds
+#: ``ANCHOR_WEIGHT`` times the BCE between the decoder's map and the copy's; 0 disables it.
+#: Measured in benchmarks/README.md ("The early-learning anchor").
+ANCHOR_WEIGHT, ANCHOR_STEPS = 1.0, 10
 #: Weight of the flip-consistency term (the map of a mirrored image against the mirrored map);
 #: measured in benchmarks/README.md ("Test-time flip and flip consistency").
 FLIP_WEIGHT = 1.0

@@ -19,7 +19,7 @@ from .config import FCAMConfig
 from .decoder import foreground_probability
 from .distributed import all_reduce_sum, global_batch_slice, rank_and_world
 from .errors import UnsupportedLayersError
-from .losses.cam_prior import cam_prior
+from .losses.cam_prior import cam_prior, soft_target_bce
 from .losses.crf import dense_crf_loss
 from .losses.cross_entropy import partial_cross_entropy
 from .losses.flip import flip_consistency
@@ -146,9 +146,18 @@ class Objective:
         with torch.no_grad():
             return logits, getattr(decoder, "module", decoder)(mirrored, size)
 
+    @staticmethod
+    def anchor_map(anchor: nn.Module | None, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor | None:
+        """The frozen anchor decoder's foreground probability ``(B, 1, H, W)`` (None without an anchor)."""
+        if anchor is None:
+            return None
+        with torch.no_grad():
+            return foreground_probability(anchor(features, size))[:, None]
+
     def terms(
         self, logits: torch.Tensor, seeds: torch.Tensor, images: torch.Tensor, t: float,
         cams: torch.Tensor | None = None, mirrored_logits: torch.Tensor | None = None,
+        anchored: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted loss terms and their sum (``total``) for the decoder's ``logits``.
 
@@ -173,6 +182,8 @@ class Objective:
             terms["cam"] = cfg.cam_weight * cam_prior(probs[:, 1:2], cams)
         if cfg.flip_weight > 0 and mirrored_logits is not None:
             terms["flip"] = cfg.flip_weight * flip_consistency(probs[:, 1], foreground_probability(mirrored_logits))
+        if cfg.anchor_weight > 0 and anchored is not None:
+            terms["anchor"] = cfg.anchor_weight * soft_target_bce(probs[:, 1:2], anchored)
         terms["total"] = sum(terms.values())  # type: ignore[assignment]
         return terms
 
@@ -186,18 +197,22 @@ class Objective:
         generator: torch.Generator | None,
         amp: bool = False,
         self_train: bool = False,
+        anchor: nn.Module | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss terms of one step (``total`` included) for a batch already on the model's device.
 
         ``self_train``: draw the seeds from √(decoder probability × seed CAM), where the decoder and
-        the CAM agree, instead of from the seed CAM (``config.self_training_from``).
+        the CAM agree, instead of from the seed CAM (``config.self_training_from``); ``anchor``: the
+        decoder frozen by the early-learning anchor (``config.anchor_weight``; None before).
         """
         cams, features = self.cams_and_features(taps, images, labels)
         mirrored = self.mirrored_features(taps, images)
         autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
         with autocast:
-            logits, mirrored_logits = self.decode(decoder, features, mirrored, (images.shape[-2], images.shape[-1]))
+            size = (images.shape[-2], images.shape[-1])
+            logits, mirrored_logits = self.decode(decoder, features, mirrored, size)
+            anchored = self.anchor_map(anchor, features, size)
         seed_map = cams
         if self_train:
             seed_map = normalize_per_image((foreground_probability(logits.detach())[:, None] * cams).sqrt()).clamp(0, 1)
-        return self.terms(logits, self.sample(seed_map, generator), images, t, cams, mirrored_logits)
+        return self.terms(logits, self.sample(seed_map, generator), images, t, cams, mirrored_logits, anchored)

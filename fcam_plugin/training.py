@@ -9,6 +9,7 @@ caller provides (the upscaler's checkpoint format, see :mod:`fcam_plugin.checkpo
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -273,6 +274,7 @@ class _Run:
         self.optimizer = build_optimizer(options.optimizer, decoder, objective.config)
         self.scaler = torch.amp.GradScaler("cuda", enabled=options.amp)
         self.state = TrainState()
+        self.anchor: nn.Module | None = None  # the decoder frozen by the early-learning anchor
         if resume is not None:
             self._resume(resume)
         cfg = objective.config
@@ -292,10 +294,24 @@ class _Run:
         if self.options.amp and training.get("scaler"):
             self.scaler.load_state_dict(training["scaler"])
         self.state = TrainState.from_checkpoint(training)
+        if training.get("anchor") is not None:
+            self._freeze_anchor(training["anchor"])
         if training.get("seed") != self.options.seed:
             warnings.warn(
                 f"resuming a run started with seed={training.get('seed')} using seed={self.options.seed}", stacklevel=4
             )
+
+    def _freeze_anchor(self, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Keep a frozen copy of the decoder (of its current weights, or of ``state_dict``) as the anchor."""
+        anchor = copy.deepcopy(self.decoder)
+        if state_dict is not None:
+            anchor.load_state_dict(state_dict)
+        self.anchor = anchor.requires_grad_(False).eval()
+
+    def _anchor_due(self) -> bool:
+        """Whether to take the anchor now, at an epoch's end: on, not taken, ``anchor_steps`` steps run."""
+        cfg = self.objective.config
+        return cfg.anchor_weight > 0 and self.anchor is None and self.state.global_step >= cfg.anchor_steps
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -305,6 +321,7 @@ class _Run:
         training = self.state.to_checkpoint() | {
             "seed": self.options.seed, "epochs": self.options.epochs, "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.options.amp else None,
+            "anchor": self.anchor.state_dict() if self.anchor is not None else None,
         }
         # a decoder trained for some steps is usable as is
         atomic_save(self.snapshot(self.decoder, training, self.state.global_step > 0), self.options.checkpoint)
@@ -342,7 +359,7 @@ class _Run:
         self.generator.manual_seed(opts.seed * 1_000_003 + self.state.global_step)
         start = self.objective.config.self_training_from
         self_train = start > 0 and self.state.epoch + 1 >= start
-        terms = self.objective(self.step_module, taps, images, labels, t, self.generator, opts.amp, self_train)
+        terms = self.objective(self.step_module, taps, images, labels, t, self.generator, opts.amp, self_train, self.anchor)
         loss = terms["total"]
         self.optimizer.zero_grad(set_to_none=True)
         values = None
@@ -415,6 +432,8 @@ class _Run:
             return False
         with _deferred_interrupt():
             self.state.finish_epoch()
+            if self._anchor_due():
+                self._freeze_anchor()
         self.save()
         if opts.on_epoch_end is not None:
             opts.on_epoch_end(epoch + 1, self.decoder, list(self.state.history))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .cam_prior import CAMPrior, cam_prior
+from .cam_prior import CAMPrior, cam_prior, soft_target_bce
 from .crf import DenseCRFLoss, dense_crf_loss, resolve_crf_method
 from .cross_entropy import PartialCrossEntropy, partial_cross_entropy
 from .flip import FlipConsistency, flip_consistency
@@ -22,4 +22,5 @@ __all__ = [
     "log_barrier_size",
     "partial_cross_entropy",
     "resolve_crf_method",
+    "soft_target_bce",
 ]

@@ -8,7 +8,22 @@ from torch import nn
 
 from .._checks import describe
 
-__all__ = ["CAMPrior", "cam_prior"]
+__all__ = ["CAMPrior", "cam_prior", "soft_target_bce"]
+
+
+def soft_target_bce(foreground: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy between a foreground probability and a soft target map of the same shape.
+
+    Averaged over pixels; the target is not differentiated. The CAM prior (target: the seed CAM) and
+    the early-learning anchor (target: the map of the decoder frozen after its first epochs) use it.
+    """
+    if not isinstance(foreground, torch.Tensor) or not isinstance(target, torch.Tensor) or foreground.shape != target.shape:
+        raise ValueError(
+            f"`foreground` and `target` must be tensors of one shape (B, 1, H, W), got {describe(foreground)} "
+            f"and {describe(target)}."
+        )
+    with torch.autocast(foreground.device.type, enabled=False):
+        return F.binary_cross_entropy(foreground.float().clamp(1e-6, 1 - 1e-6), target.detach().float().clamp(0, 1))
 
 
 def cam_prior(foreground: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
@@ -28,13 +43,7 @@ def cam_prior(foreground: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
     Returns:
         Scalar loss.
     """
-    if not isinstance(foreground, torch.Tensor) or not isinstance(cams, torch.Tensor) or foreground.shape != cams.shape:
-        raise ValueError(
-            f"`foreground` and `cams` must be tensors of one shape (B, 1, H, W), got {describe(foreground)} "
-            f"and {describe(cams)}."
-        )
-    with torch.autocast(foreground.device.type, enabled=False):
-        return F.binary_cross_entropy(foreground.float().clamp(1e-6, 1 - 1e-6), cams.detach().float().clamp(0, 1))
+    return soft_target_bce(foreground, cams)
 
 
 class CAMPrior(nn.Module):

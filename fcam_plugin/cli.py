@@ -199,7 +199,7 @@ def _add_demo(commands: Any) -> None:
     demo.add_argument("--quick", action="store_true", help="a smoke run, under a minute on a 2-core CPU (its numbers are not meaningful)")
     demo.add_argument(
         "--preset", choices=DEMO_PRESETS,
-        help="sizes of the run: quick (as --quick), full (the default: 64 px, about 2.5 min on 2 CPU cores) or 224 "
+        help="sizes of the run: quick (as --quick), full (the default: 64 px, about 3.5 min on 2 CPU cores) or 224 "
         "(the paper's resolution, 1600 train / 256 test images: hours on a 2-core CPU, minutes on a GPU)",
     )
     demo.add_argument("--variant", choices=DEMO_VARIANTS, help="synthetic data variant (default parts)")

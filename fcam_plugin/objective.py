@@ -19,11 +19,12 @@ from .config import FCAMConfig
 from .decoder import foreground_probability
 from .distributed import all_reduce_sum, global_batch_slice, rank_and_world
 from .errors import UnsupportedLayersError
-from .losses.cam_prior import cam_prior, soft_target_bce
+from .losses.cam_prior import cam_prior
 from .losses.crf import dense_crf_loss
 from .losses.cross_entropy import partial_cross_entropy
 from .losses.flip import flip_consistency
 from .losses.size import log_barrier_size
+from .losses.soft_target import soft_target_bce
 from .seeds import IGNORE_INDEX, sample_seeds
 from .taps import FeatureTaps
 

@@ -1,4 +1,4 @@
-"""Seed sampling, partial cross-entropy and the log-barrier size term."""
+"""Seed sampling, partial cross-entropy, the log-barrier size term, flip consistency and the soft-target BCE."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
+from fcam_plugin.losses.cam_prior import cam_prior
 from fcam_plugin.losses.cross_entropy import PartialCrossEntropy, partial_cross_entropy
 from fcam_plugin.losses.flip import FlipConsistency, flip_consistency
 from fcam_plugin.losses.size import BarrierSchedule, LogBarrierSize, log_barrier, log_barrier_size
+from fcam_plugin.losses.soft_target import soft_target_bce
 from fcam_plugin.seeds import IGNORE_INDEX, otsu_threshold, sample_seeds
 
 
@@ -166,3 +168,18 @@ def test_flip_consistency_is_zero_for_mirrored_maps_and_pulls_both() -> None:
     torch.testing.assert_close(a.grad, -b.grad.flip(-1))
     with pytest.raises(ValueError, match="`mirrored`"):
         flip_consistency(maps, maps[:, :, :4])
+
+
+def test_soft_target_bce_is_lowest_at_the_target_and_does_not_move_it() -> None:
+    target = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    foreground = torch.full((2, 1, 8, 8), 0.5, requires_grad=True)
+    at_target, elsewhere = soft_target_bce(target.detach(), target), soft_target_bce(foreground, target)
+    assert at_target.item() < elsewhere.detach().item()
+    elsewhere.backward()
+    assert target.grad is None and foreground.grad is not None
+
+
+@pytest.mark.parametrize(("loss", "name"), [(soft_target_bce, "`target`"), (cam_prior, "`cams`")])
+def test_soft_target_shape_errors_name_the_argument(loss, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        loss(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 5))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from .cam_prior import CAMPrior, cam_prior, soft_target_bce
+from .cam_prior import CAMPrior, cam_prior
 from .crf import DenseCRFLoss, dense_crf_loss, resolve_crf_method
 from .cross_entropy import PartialCrossEntropy, partial_cross_entropy
 from .flip import FlipConsistency, flip_consistency
 from .size import BarrierSchedule, LogBarrierSize, log_barrier, log_barrier_size
+from .soft_target import soft_target_bce
 
 __all__ = [
     "CAMPrior",

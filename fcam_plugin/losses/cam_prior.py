@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .._checks import describe
+from .soft_target import soft_target_bce
 
-__all__ = ["CAMPrior", "cam_prior", "soft_target_bce"]
-
-
-def soft_target_bce(foreground: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy between a foreground probability and a soft target map of the same shape.
-
-    Averaged over pixels; the target is not differentiated. The CAM prior (target: the seed CAM) and
-    the early-learning anchor (target: the map of the decoder frozen after its first epochs) use it.
-    """
-    if not isinstance(foreground, torch.Tensor) or not isinstance(target, torch.Tensor) or foreground.shape != target.shape:
-        raise ValueError(
-            f"`foreground` and `target` must be tensors of one shape (B, 1, H, W), got {describe(foreground)} "
-            f"and {describe(target)}."
-        )
-    with torch.autocast(foreground.device.type, enabled=False):
-        return F.binary_cross_entropy(foreground.float().clamp(1e-6, 1 - 1e-6), target.detach().float().clamp(0, 1))
+__all__ = ["CAMPrior", "cam_prior"]
 
 
 def cam_prior(foreground: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
@@ -43,7 +27,7 @@ def cam_prior(foreground: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
     Returns:
         Scalar loss.
     """
-    return soft_target_bce(foreground, cams)
+    return soft_target_bce(foreground, cams, target_name="cams")
 
 
 class CAMPrior(nn.Module):

@@ -7,18 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import tiny_cnn
+from _helpers import tiny_batches, tiny_cnn
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin.checkpoint import read_checkpoint
 
 TINY = (8, 8, 8, 8, 8)
-
-
-def _loader() -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(2)
-    x, y = torch.randn(12, 3, 32, 32, generator=g), torch.randint(0, 3, (12,), generator=g)
-    return [(x[i : i + 4], y[i : i + 4]) for i in range(0, 12, 4)]
 
 
 def _fit(
@@ -27,7 +21,7 @@ def _fit(
     """A fit of 3 steps per epoch; the decoder's weights after every epoch."""
     config = FCAMConfig(decoder_channels=TINY, anchor_weight=weight, anchor_steps=steps)
     up, weights = FCAMUpscaler(tiny_cnn(), "GradCAM", config=config), []
-    up.fit(_loader(), epochs=epochs, seed=0, progress=False,
+    up.fit(tiny_batches(), epochs=epochs, seed=0, progress=False,
            on_epoch_end=lambda epoch, fitted: weights.append({k: v.clone() for k, v in fitted.decoder.state_dict().items()}),
            **fit)
     return up, weights

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _helpers import tiny_cnn
+from _helpers import tiny_batches, tiny_cnn
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin.objective import Objective
 
 
-def _loader() -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(2)
-    x, y = torch.randn(12, 3, 32, 32, generator=g), torch.randint(0, 3, (12,), generator=g)
-    return [(x[i : i + 4], y[i : i + 4]) for i in range(0, 12, 4)]
-
-
 def _weights_after_each_epoch(start: int) -> list[dict[str, torch.Tensor]]:
     config = FCAMConfig(decoder_channels=(8, 8, 8, 8, 8), self_training_from=start)
     up, weights = FCAMUpscaler(tiny_cnn(), "GradCAM", config=config), []
-    up.fit(_loader(), epochs=2, seed=0, progress=False,
+    up.fit(tiny_batches(), epochs=2, seed=0, progress=False,
            on_epoch_end=lambda epoch, fitted: weights.append({k: v.clone() for k, v in fitted.decoder.state_dict().items()}))
     return weights
 

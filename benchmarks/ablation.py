@@ -9,6 +9,7 @@ Examples::
 
     python benchmarks/ablation.py --image-size 64 --config paper: --config stages:seed_layers=stages
     python benchmarks/ablation.py --variants parts small --config "prior:seed_layers=stages,cam_weight=0.2"
+    python benchmarks/ablation.py --variants parts --config exact: --seeds-from masks   # seeds from the true masks
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin.data import VARIANTS
 from fcam_plugin.demo import preset
 from fcam_plugin.demo.classifier import accuracy, classifier_for
-from fcam_plugin.demo.data import AugmentedLoader, batches, render_split
+from fcam_plugin.demo.data import AugmentedLoader, augment, batches, render_split
 from fcam_plugin.demo.evaluation import LearningCurve, evaluate_maps, seed_precision
 from fcam_plugin.demo.pipeline import _fcam_maps, _method_class, _protocol_cam_maps
 from fcam_plugin.demo.rivals import LibraryCAM
 from fcam_plugin.demo.run_info import machine_info
 from fcam_plugin.demo.settings import RIVALS
+from fcam_plugin.objective import Objective
 
 BASELINES = ("layercam_l234", "refinecam")
 
@@ -68,10 +70,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="annotated validation images for epoch selection (fit(val_loader=...)); 0: none")
     p.add_argument("--gate-both", action="store_true",
                    help="also score every fit with the class gate switched (config name + '/gate' or '/no-gate')")
+    p.add_argument("--seeds-from", choices=("cam", "masks"), default="cam",
+                   help="draw the fits' seeds from the seed CAM (the method) or from the true masks (an upper bound)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="write every result here (updated after each fit)")
     p.add_argument("--classifier-cache", default=os.path.expanduser("~/.cache/fcam-plugin"))
     return p.parse_args(argv)
+
+
+class MaskSeedLoader(AugmentedLoader):
+    """A fit loader that also augments each batch's true masks alike and leaves them in ``pending``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, batch_size: int, seed: int) -> None:
+        super().__init__(images, labels, batch_size, seed)
+        self.masks = masks.float().reshape(len(images), 1, *images.shape[-2:])
+        self.pending: torch.Tensor | None = None
+
+    def __iter__(self) -> Any:
+        for index in batches(len(self.images), self.batch_size, self.generator)[: len(self)]:
+            both = augment(torch.cat([self.images[index], self.masks[index]], 1), self.generator)
+            self.pending = both[:, 3:]
+            yield both[:, :3].contiguous(), self.labels[index]
+
+
+class MaskSeedObjective(Objective):
+    """The library's objective with the seed CAM of each training batch replaced by its true masks."""
+
+    loader: MaskSeedLoader | None = None
+
+    def seed_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cams = super().seed_cams(images, labels)  # still runs the model: the skip features come from this pass
+        mask = self.loader.pending if self.loader is not None else None
+        if self.loader is not None:
+            self.loader.pending = None
+        return cams if mask is None or mask.shape[0] != images.shape[0] else mask.to(cams)
+
+
+class MaskSeededUpscaler(FCAMUpscaler):
+    """``--seeds-from masks``: an upscaler whose fits draw their seeds from ``loader``'s true masks."""
+
+    loader: MaskSeedLoader | None = None
+
+    def objective(self) -> Objective:
+        objective = MaskSeedObjective(self.config, self.source, self.seed_stage_layers(), self.cam_offsets)
+        objective.loader = self.loader
+        return objective
 
 
 def _baselines(settings: Any, model: torch.nn.Module, test: Any, device: torch.device) -> dict[str, dict[str, float]]:
@@ -96,16 +139,21 @@ def _toggled_gate_maps(up: FCAMUpscaler, images: torch.Tensor, labels: torch.Ten
 
 def _fit(
     settings: Any, model: torch.nn.Module, train: Any, test: Any, overrides: dict, seed: int, gate_both: bool,
-    val: Any = None,
+    val: Any = None, seeds_from: str = "cam",
 ) -> dict[str, Any]:
     device = torch.device(settings.device)
-    up = FCAMUpscaler(model, _method_class(settings.seed_methods[0]), config=FCAMConfig(**overrides))
+    upscaler = MaskSeededUpscaler if seeds_from == "masks" else FCAMUpscaler
+    up = upscaler(model, _method_class(settings.seed_methods[0]), config=FCAMConfig(**overrides))
     seeds = seed_precision(up.objective(), test, settings.batch_size, device)
     curves = [LearningCurve(test, settings.batch_size, device, keep=1, maps=_fcam_maps)]
     if gate_both:
         curves.append(LearningCurve(test, settings.batch_size, device, keep=1, maps=_toggled_gate_maps))
     count = settings.fit_images or len(train)
-    loader = AugmentedLoader(train.images[:count], train.labels[:count], settings.batch_size, seed + 2)
+    images, labels = train.images[:count], train.labels[:count]
+    if isinstance(up, MaskSeededUpscaler):
+        up.loader = loader = MaskSeedLoader(images, labels, train.masks[:count], settings.batch_size, seed + 2)
+    else:
+        loader = AugmentedLoader(images, labels, settings.batch_size, seed + 2)
     start = time.perf_counter()
     val_loader = None if val is None else [(val.images[i], val.labels[i], val.masks[i]) for i in batches(len(val), 32)]
     up.fit(loader, epochs=settings.fcam_epochs, seed=seed, progress=False, val_loader=val_loader,
@@ -171,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = results[variant] = {"accuracy": acc, "baselines": _baselines(s, model, test, device), "configs": {}}
         print(f"{variant}: accuracy {100 * acc:.1f}%, baselines {json.dumps(entry['baselines'])}", flush=True)
         for name, overrides in args.config:
-            fits = [_fit(s, model, train, test, overrides, seed, args.gate_both, val) for seed in args.fit_seeds]
+            fits = [_fit(s, model, train, test, overrides, seed, args.gate_both, val, args.seeds_from) for seed in args.fit_seeds]
             toggled = name + ("/no-gate" if FCAMConfig(**overrides).gates(classes_named=True) else "/gate")
             for index, key in enumerate([name, toggled][: len(fits[0]["curves"])]):
                 entry["configs"][key] = {"overrides": overrides, "curves": [f["curves"][index] for f in fits],

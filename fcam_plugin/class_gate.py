@@ -3,35 +3,53 @@
 The decoder segments whatever the classifier attends to, for every class alike. The gate keeps
 its map where the requested class has more evidence than any rival class (the classifier's other
 top predictions) and fades it where a rival's evidence wins: the requested class's seed CAM,
-max-pooled over a window of ``dilation`` times the image side, divided by the pixel-wise maximum
-of that CAM and the rivals' CAMs, pooled alike. Each CAM is normalised on its own, so on an image
-with one object, which every class's CAM points at, the gate stays near 1; on an image with
-several objects, each other object belongs to a rival and fades. The pooling spreads the
+max-pooled over a window of ``dilation`` times the image side and then averaged over the same
+window (:func:`spread`), divided by the pixel-wise maximum of that CAM and the rivals' CAMs, pooled
+alike. Each CAM is normalised on its own, so on an image with one object, which every class's CAM
+points at, the gate stays near 1; on an image with several objects, each other object belongs to
+a rival and fades. The pooling spreads the
 evidence over the whole object, so the decoder keeps its boundary. Measured in
 ``benchmarks/README.md`` ("Class-conditional maps").
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["class_gate", "dilate", "rival_classes"]
+__all__ = ["class_gate", "dilate", "rival_classes", "spread"]
 
 
 def _odd_window(side: int, dilation: float) -> int:
     return max(1, int(round(dilation * side)) // 2 * 2 + 1)
 
 
+def _separable_pool(maps: torch.Tensor, dilation: float, pool: Callable[..., torch.Tensor], **options: Any) -> torch.Tensor:
+    """``pool`` over a window of ``dilation`` times each side (odd), as rows then columns (a separable window)."""
+    kh, kw = (_odd_window(int(side), dilation) for side in maps.shape[-2:])
+    flat = maps.reshape(-1, 1, *maps.shape[-2:])
+    # A max or mean over a rectangle is separable: rows, then columns (~14x faster than the 2-D window at 224 px).
+    rows = pool(flat, (kh, 1), stride=1, padding=(kh // 2, 0), **options)
+    return pool(rows, (1, kw), stride=1, padding=(0, kw // 2), **options).reshape(maps.shape)
+
+
 def dilate(cams: torch.Tensor, dilation: float) -> torch.Tensor:
     """Max-pool maps ``(..., H, W)`` over a window of ``dilation`` times each side (odd; 0: unchanged)."""
+    return cams if dilation <= 0 else _separable_pool(cams, dilation, F.max_pool2d)
+
+
+def spread(cams: torch.Tensor, dilation: float) -> torch.Tensor:
+    """:func:`dilate`, then a box mean over the same window: the pooled evidence without its square steps.
+
+    A max-pool alone turns each CAM peak into a flat rectangle with hard edges, which the gate
+    would print onto the map (blocky maps where the decoder's own map is faint, e.g. real photos
+    after a short fit); the mean over the window ramps those edges down instead.
+    """
     if dilation <= 0:
         return cams
-    kh, kw = (_odd_window(int(side), dilation) for side in cams.shape[-2:])
-    flat = cams.reshape(-1, 1, *cams.shape[-2:])
-    # A max over a rectangle is separable: rows, then columns (~14x faster than the 2-D window at 224 px).
-    rows = F.max_pool2d(flat, (kh, 1), stride=1, padding=(kh // 2, 0))
-    return F.max_pool2d(rows, (1, kw), stride=1, padding=(0, kw // 2)).reshape(cams.shape)
+    return _separable_pool(dilate(cams, dilation), dilation, F.avg_pool2d, count_include_pad=False)
 
 
 def class_gate(requested: torch.Tensor, rivals: torch.Tensor, dilation: float) -> torch.Tensor:
@@ -46,13 +64,13 @@ def class_gate(requested: torch.Tensor, rivals: torch.Tensor, dilation: float) -
         requested: ``(B, H, W)`` CAMs in [0, 1] of the requested classes, at the map's size.
         rivals: ``(B, K, H, W)`` CAMs in [0, 1] of K rival classes per image (a rival equal to the
             requested class changes nothing).
-        dilation: side of the max-pooling window as a fraction of the image side; 0: no pooling.
+        dilation: side of the pooling window as a fraction of the image side; 0: no pooling.
     """
     if rivals.ndim != 4 or rivals.shape[0] != requested.shape[0] or rivals.shape[-2:] != requested.shape[-2:]:
         raise ValueError(f"`rivals` must be (B, K, H, W) with B, H, W of `requested` {tuple(requested.shape)}, "
                          f"got {tuple(rivals.shape)}.")
-    own = dilate(requested.clamp(0, 1), dilation)
-    strongest = torch.maximum(own, dilate(rivals.clamp(0, 1), dilation).amax(1))
+    own = spread(requested.clamp(0, 1), dilation)
+    strongest = torch.maximum(own, spread(rivals.clamp(0, 1), dilation).amax(1))
     gate = own / strongest.clamp_min(1e-6)
     flat = own.amax((-2, -1)) <= own.amin((-2, -1))
     return torch.where(flat.view(-1, 1, 1), torch.ones_like(gate), gate)

@@ -87,7 +87,7 @@ class FCAMConfig:
             and its horizontal mirror (two passes of the classifier's features and the decoder,
             twice the call's cost); off by default, see ``benchmarks/README.md`` ("Test-time flip
             and flip consistency").
-        gate_dilation: side of the gate's max-pooling window, as a fraction of the image side
+        gate_dilation: side of the gate's pooling window (a max, then a mean), as a fraction of the image side
             (0: the CAMs themselves, undilated).
         gate_rivals: how many rival classes the gate weighs the requested class against: the
             classifier's best-scoring classes other than the requested one (int >= 1).

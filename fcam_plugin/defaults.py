@@ -56,7 +56,7 @@ SIZE_WEIGHT, BARRIER_T0, BARRIER_FACTOR, BARRIER_T_MAX = 0.1, 1.0, 1.01, 10.0
 CAM_WEIGHT = 0.0
 #: The class gate at inference: the decoder's probability times the requested class's seed CAM
 #: over the strongest of it and the CAMs of ``GATE_RIVALS`` rival classes (the best-scoring others),
-#: every CAM max-pooled over a window of ``GATE_DILATION`` times the image side (see
+#: every CAM max-pooled, then averaged, over a window of ``GATE_DILATION`` times the image side (see
 #: :mod:`fcam_plugin.class_gate`); measured in benchmarks/README.md ("Class-conditional maps").
 #: ``"auto"``: on whenever the caller names classes (``targets``, ``class_idx``, ``maps(x, classes)``).
 CAM_GATE, GATE_DILATION, GATE_RIVALS = "auto", 0.25, 2

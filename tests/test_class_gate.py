@@ -12,7 +12,7 @@ from torchcam.methods import GradCAMpp
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin._state import frozen_eval
-from fcam_plugin.class_gate import class_gate, dilate, rival_classes
+from fcam_plugin.class_gate import class_gate, dilate, rival_classes, spread
 
 SIZE = 64
 
@@ -107,6 +107,18 @@ def test_dilate_max_pools_over_a_share_of_each_side() -> None:
     assert torch.equal(dilate(cams, 0.0), cams)
 
 
+def test_spread_ramps_the_pooled_evidence_down_instead_of_stepping() -> None:
+    cams = torch.zeros(1, 64, 64)
+    cams[0, 32, 32] = 1.0
+    pooled, spreaded = dilate(cams, 0.25), spread(cams, 0.25)
+    assert torch.equal(spread(cams, 0.0), cams)
+    # max-pooling alone: a 17 x 17 plateau with a step of 1 at its edge
+    assert float(pooled.diff(dim=-1).abs().max()) == 1.0
+    # then the box mean: the same peak value, support 33 x 33, steps of at most 1/17 per pixel
+    assert float(spreaded[0, 32, 32]) == 1.0 and int((spreaded[0] > 0).sum()) == 33 * 33
+    assert float(spreaded.diff(dim=-1).abs().max()) <= 1 / 17 + 1e-6
+
+
 def _two_objects() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A decoder map with two objects, and CAMs of class A peaking on the first, class B on the second."""
     probs = torch.zeros(1, 64, 64)
@@ -122,7 +134,7 @@ def test_gate_keeps_the_requested_object_and_fades_the_rivals() -> None:
     probs, cam_a, cam_b = _two_objects()
     gated_a = probs * class_gate(cam_a, cam_b[:, None], dilation=0.25)
     gated_b = probs * class_gate(cam_b, cam_a[:, None], dilation=0.25)
-    assert gated_a[0, 8:24, 8:24].mean() > 0.5 and gated_a[0, 44:60, 44:60].max() <= 0.3
+    assert gated_a[0, 8:24, 8:24].mean() > 0.5 and gated_a[0, 44:60, 44:60].max() <= 0.3 + 1e-6
     assert gated_b[0, 44:60, 44:60].mean() > 0.5 and gated_b[0, 8:24, 8:24].max() == 0
 
 
@@ -131,7 +143,7 @@ def test_gate_is_one_where_every_class_points_at_the_same_object() -> None:
     rivals = torch.stack([0.5 * cam_a, torch.zeros_like(cam_a)], 1)  # a rival on the same object, a flat one
     gate = class_gate(cam_a, rivals, dilation=0.25)
     # 1 wherever the requested class has any (pooled) evidence, 0 where no class has any
-    assert torch.equal(gate, (dilate(cam_a, 0.25) > 0).float())
+    assert torch.equal(gate, (spread(cam_a, 0.25) > 0).float())
 
 
 def test_flat_requested_cam_keeps_the_map_and_bad_rivals_raise() -> None:

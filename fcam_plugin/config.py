@@ -87,8 +87,8 @@ class FCAMConfig:
             and its horizontal mirror (two passes of the classifier's features and the decoder,
             twice the call's cost); off by default, see ``benchmarks/README.md`` ("Test-time flip
             and flip consistency").
-        gate_dilation: side of the gate's pooling window (a max, then a mean), as a fraction of the image side
-            (0: the CAMs themselves, undilated).
+        gate_dilation: side of the gate's pooling window (a max, then a mean), as a fraction of
+            the image side (0: the CAMs themselves, undilated).
         gate_rivals: how many rival classes the gate weighs the requested class against: the
             classifier's best-scoring classes other than the requested one (int >= 1).
         self_training_from: from this epoch on (1-based), seeds are drawn from √(decoder

@@ -28,7 +28,7 @@ from fcam_plugin import FCAMConfig, FCAMUpscaler
 from fcam_plugin.data import VARIANTS
 from fcam_plugin.demo import preset
 from fcam_plugin.demo.classifier import accuracy, classifier_for
-from fcam_plugin.demo.data import AugmentedLoader, augment, batches, render_split
+from fcam_plugin.demo.data import AugmentedLoader, batches, render_split
 from fcam_plugin.demo.evaluation import LearningCurve, evaluate_maps, seed_precision
 from fcam_plugin.demo.pipeline import _fcam_maps, _method_class, _protocol_cam_maps
 from fcam_plugin.demo.rivals import LibraryCAM
@@ -79,18 +79,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class MaskSeedLoader(AugmentedLoader):
-    """A fit loader that also augments each batch's true masks alike and leaves them in ``pending``."""
+    """A fit loader that augments each batch's true masks with its images and leaves them in ``pending``."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, batch_size: int, seed: int) -> None:
-        super().__init__(images, labels, batch_size, seed)
-        self.masks = masks.float().reshape(len(images), 1, *images.shape[-2:])
+        # the masks ride along as a 4th channel, so the flips and shifts of the batch apply to them alike
+        super().__init__(torch.cat([images, masks.float().reshape(len(images), 1, *images.shape[-2:])], 1),
+                         labels, batch_size, seed)
         self.pending: torch.Tensor | None = None
 
     def __iter__(self) -> Any:
-        for index in batches(len(self.images), self.batch_size, self.generator)[: len(self)]:
-            both = augment(torch.cat([self.images[index], self.masks[index]], 1), self.generator)
+        for both, labels in super().__iter__():
             self.pending = both[:, 3:]
-            yield both[:, :3].contiguous(), self.labels[index]
+            yield both[:, :3].contiguous(), labels
 
 
 class MaskSeedObjective(Objective):
@@ -100,10 +100,10 @@ class MaskSeedObjective(Objective):
 
     def seed_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cams = super().seed_cams(images, labels)  # still runs the model: the skip features come from this pass
-        mask = self.loader.pending if self.loader is not None else None
-        if self.loader is not None:
-            self.loader.pending = None
-        return cams if mask is None or mask.shape[0] != images.shape[0] else mask.to(cams)
+        if self.loader is None or self.loader.pending is None:
+            return cams
+        mask, self.loader.pending = self.loader.pending, None
+        return mask.to(cams) if mask.shape[0] == images.shape[0] else cams
 
 
 class MaskSeededUpscaler(FCAMUpscaler):

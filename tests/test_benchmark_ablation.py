@@ -6,9 +6,8 @@ import importlib.util
 from pathlib import Path
 
 import torch
+from _helpers import tiny_cnn
 from pytorch_grad_cam import GradCAMPlusPlus
-
-from tests._helpers import tiny_cnn
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
 _SPEC = importlib.util.spec_from_file_location("fcam_benchmark_ablation", _PATH)

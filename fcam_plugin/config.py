@@ -20,6 +20,7 @@ from .defaults import (
     CRF_WEIGHT,
     DECODER_CHANNELS,
     FG_EROSION,
+    FG_SEED_POWER,
     FLIP_AVERAGE,
     FLIP_WEIGHT,
     GATE_DILATION,
@@ -54,7 +55,7 @@ class FCAMConfig:
 
     Defaults follow the paper's reference run (CUB, 224 px, ResNet-50), except where the ablations
     of ``benchmarks/README.md`` measured a better choice (``seed_layers``, ``lr_schedule``,
-    ``flip_weight``, ``anchor_weight``).
+    ``flip_weight``, ``anchor_weight``, ``fg_seed_power``).
 
     Attributes:
         decoder_channels: U-Net up-block widths, from the deepest.
@@ -62,6 +63,9 @@ class FCAMConfig:
         seed_patch: side of the square each seed grows to.
         fg_erosion: erosion kernel applied to the Otsu foreground region.
         bg_percentile: CAM percentile below which pixels are background candidates.
+        fg_seed_power: foreground seeds are drawn with probability ∝ ``CAM ** fg_seed_power``
+            inside their candidate region, favouring the CAM's surest pixels (default 2); 0:
+            uniformly, as in the paper.
         seed_layers: which CAM the seeds come from: ``"stages"`` (default: the wrapped method
             evaluated separately at the classifier's stages of stride 8 and 16 and at its target
             layers, fused by ``seed_fusion``) or ``"target"`` (its target layers only, as in the paper).
@@ -120,6 +124,7 @@ class FCAMConfig:
     seed_patch: int = SEED_PATCH
     fg_erosion: int = FG_EROSION
     bg_percentile: float = BG_PERCENTILE
+    fg_seed_power: float = FG_SEED_POWER
     seed_layers: str = SEED_LAYERS
     seed_fusion: str = SEED_FUSION
     align_cams: bool = False
@@ -152,7 +157,7 @@ class FCAMConfig:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
-        for name in ("crf_weight", "size_weight", "cam_weight", "flip_weight", "anchor_weight", "weight_decay", "momentum"):
+        for name in ("crf_weight", "size_weight", "cam_weight", "flip_weight", "anchor_weight", "fg_seed_power", "weight_decay", "momentum"):
             check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))

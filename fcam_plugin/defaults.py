@@ -18,6 +18,7 @@ __all__ = [
     "CRF_WEIGHT",
     "DECODER_CHANNELS",
     "FG_EROSION",
+    "FG_SEED_POWER",
     "FLIP_AVERAGE",
     "FLIP_WEIGHT",
     "GATE_DILATION",
@@ -40,6 +41,9 @@ DECODER_CHANNELS: tuple[int, ...] = (256, 128, 64, 32, 16)
 #: Seeds sampled per image and step, the side of the square each grows to, the erosion of the
 #: Otsu foreground region, and the CAM percentile below which pixels are background candidates.
 N_FG, N_BG, SEED_PATCH, FG_EROSION, BG_PERCENTILE = 1, 1, 3, 11, 10.0
+#: Foreground seeds are drawn with probability ∝ CAM ** FG_SEED_POWER inside their candidate
+#: region (0: uniformly, as in the paper); measured in benchmarks/README.md ("Seeds weighted by the CAM").
+FG_SEED_POWER = 2.0
 #: Where the seed CAM comes from: the wrapped method at the classifier's stride-8 and stride-16
 #: stages and at its target layers, fused by their product (as RefineCAM fuses layers). The paper
 #: uses the target layers only ("target"); measured in benchmarks/README.md ("Ablations").

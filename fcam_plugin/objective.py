@@ -122,7 +122,7 @@ class Objective:
         offset, total = global_batch_slice(seed_map.shape[0], seed_map.device)  # (0, B) outside torch.distributed
         return sample_seeds(
             seed_map, cfg.n_fg, cfg.n_bg, cfg.seed_patch, cfg.fg_erosion, cfg.bg_percentile,
-            generator=generator, batch_offset=offset, batch_total=total,
+            generator=generator, batch_offset=offset, batch_total=total, fg_power=cfg.fg_seed_power,
         )
 
     def mirrored_features(self, taps: FeatureTaps, images: torch.Tensor) -> list[torch.Tensor] | None:

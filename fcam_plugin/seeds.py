@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import describe
-from .defaults import BG_PERCENTILE, FG_EROSION, N_BG, N_FG, SEED_PATCH
+from .defaults import BG_PERCENTILE, FG_EROSION, FG_SEED_POWER, N_BG, N_FG, SEED_PATCH
 
 __all__ = ["IGNORE_INDEX", "otsu_threshold", "sample_seeds", "seed_regions"]
 
@@ -55,6 +55,18 @@ def _pick(
     return onehot.reshape(candidates.shape)
 
 
+def _weighted_keys(keys: torch.Tensor, weights: torch.Tensor, power: float) -> torch.Tensor:
+    """Keys whose top-k is a draw without replacement with probability ∝ ``weights ** power``.
+
+    Efraimidis and Spirakis (2006): the largest ``u ** (1 / w)`` of uniform ``u`` are a weighted
+    sample; ``power`` 0 keeps the keys (a uniform draw).
+    """
+    if power <= 0:
+        return keys
+    w = weights.clamp(1e-6, 1) ** power
+    return keys.clamp_min(1e-12) ** (1 / w)
+
+
 def seed_regions(
     cams: torch.Tensor, erosion_size: int = FG_EROSION, bg_percentile: float = BG_PERCENTILE
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,13 +102,15 @@ def sample_seeds(
     generator: torch.Generator | None = None,
     batch_offset: int = 0,
     batch_total: int | None = None,
+    fg_power: float = FG_SEED_POWER,
 ) -> torch.Tensor:
     r"""Sample foreground/background seeds from CAMs, as in F-CAM.
 
     Foreground candidates are the pixels above the image's Otsu threshold, eroded with an
     ``erosion_size`` square (if erosion removes everything, the un-eroded region is used);
     background candidates are the pixels at or below the image's ``bg_percentile``-th percentile.
-    ``n_fg`` and ``n_bg`` pixels are drawn uniformly among them and grown to
+    ``n_fg`` and ``n_bg`` pixels are drawn among them (foreground pixels with probability
+    ∝ ``CAM ** fg_power``, background pixels uniformly) and grown to
     ``patch_size`` x ``patch_size`` squares. Pixels claimed by both (possible on flat CAMs) and all
     other pixels are ignored.
 
@@ -111,6 +125,8 @@ def sample_seeds(
         batch_offset: first row of these images in a global batch (distributed training).
         batch_total: size of the global batch (default ``B``): random draws are made for the whole
             global batch, so every process samples exactly what a single process would.
+        fg_power: foreground seeds favour the CAM's stronger pixels: drawn with probability
+            ∝ ``CAM ** fg_power`` inside the candidate region; 0: uniformly, as in the paper.
 
     Returns:
         Long tensor ``(B, H, W)``: 1 foreground, 0 background, :data:`IGNORE_INDEX` elsewhere.
@@ -131,6 +147,8 @@ def sample_seeds(
             raise ValueError(f"`{name}` must be an odd int >= 1, got {value!r}.")
     if not 0 < bg_percentile < 100:
         raise ValueError(f"`bg_percentile` must be in (0, 100), got {bg_percentile!r}.")
+    if not isinstance(fg_power, (int, float)) or isinstance(fg_power, bool) or not fg_power >= 0:
+        raise ValueError(f"`fg_power` must be a number >= 0, got {fg_power!r}.")
 
     cams = cams.detach().float().reshape(cams.shape[0], 1, *cams.shape[-2:])
     b = cams.shape[0]
@@ -140,11 +158,11 @@ def sample_seeds(
         raise ValueError(f"`batch_offset` {batch_offset} with {b} images exceeds `batch_total` {total}.")
     seeds = torch.full((b, *cams.shape[-2:]), IGNORE_INDEX, dtype=torch.long, device=cams.device)
     grown = []
-    for region, count in ((fg_region, n_fg), (bg_region, n_bg)):
+    for region, count, power in ((fg_region, n_fg, fg_power), (bg_region, n_bg, 0.0)):
         # Drawn on the generator's device (a CPU generator with CUDA CAMs would raise), then moved.
         draw_on = generator.device if generator is not None else cams.device
         keys = torch.rand((total, *cams.shape[-2:]), generator=generator, device=draw_on).to(cams.device)
-        keys = keys[batch_offset : batch_offset + b]
+        keys = _weighted_keys(keys[batch_offset : batch_offset + b], cams[:, 0], power)
         if count == 0:
             grown.append(torch.zeros_like(region[:, 0], dtype=torch.bool))
             continue

@@ -66,6 +66,35 @@ def test_seeds_are_reproducible_and_batched() -> None:
     assert torch.equal(a, b) and a.shape == (3, 40, 40)
 
 
+def _two_level_cams(count: int) -> torch.Tensor:
+    """``count`` CAMs whose foreground square is 0.6 on its left half and 1.0 on its right half."""
+    cam = torch.zeros(count, 1, 32, 32)
+    cam[..., 8:24, 8:16] = 0.6
+    cam[..., 8:24, 16:24] = 1.0
+    return cam
+
+
+def _share_on_the_strong_half(fg_power: float) -> float:
+    seeds = sample_seeds(_two_level_cams(400), patch_size=1, erosion_size=1, fg_power=fg_power,
+                         generator=torch.Generator().manual_seed(0))
+    fg = seeds == 1
+    return float(fg[..., 16:24].sum() / fg.sum())
+
+
+def test_foreground_seeds_favour_strong_cam_pixels_with_fg_power() -> None:
+    assert 0.4 < _share_on_the_strong_half(0.0) < 0.6  # uniform, as in the paper
+    assert 0.6 < _share_on_the_strong_half(1.0) < 0.72  # 1 / (1 + 0.6) = 0.625
+    assert _share_on_the_strong_half(8.0) > 0.95  # 1 / (1 + 0.6 ** 8) = 0.983
+
+
+def test_fg_power_leaves_background_seeds_and_the_uniform_draw_alone() -> None:
+    cams = torch.rand(4, 1, 40, 40)
+    uniform = sample_seeds(cams, generator=torch.Generator().manual_seed(3))
+    weighted = sample_seeds(cams, fg_power=2.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(uniform == 0, weighted == 0)  # background seeds are drawn as before
+    assert torch.equal(uniform, sample_seeds(cams, fg_power=0, generator=torch.Generator().manual_seed(3)))
+
+
 def test_constant_cam_gives_no_conflicting_labels() -> None:
     seeds = sample_seeds(torch.zeros(2, 1, 16, 16), generator=torch.Generator().manual_seed(0))
     assert ((seeds == IGNORE_INDEX) | (seeds == 0) | (seeds == 1)).all()
@@ -78,6 +107,7 @@ def test_constant_cam_gives_no_conflicting_labels() -> None:
         (dict(cams=torch.zeros(1, 8, 8), patch_size=2), "patch_size"),
         (dict(cams=torch.zeros(1, 8, 8), erosion_size=0), "erosion_size"),
         (dict(cams=torch.zeros(1, 8, 8), n_fg=-1), "n_fg"),
+        (dict(cams=torch.zeros(1, 8, 8), fg_power=-1.0), "fg_power"),
         (dict(cams=torch.zeros(1, 8, 8), bg_percentile=100), "bg_percentile"),
     ],
 )

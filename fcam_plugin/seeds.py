@@ -92,6 +92,24 @@ def seed_regions(
     return fg_region, bg_region
 
 
+def _check_seed_arguments(
+    cams: object, n_fg: int, n_bg: int, patch_size: int, erosion_size: int, bg_percentile: float, fg_power: float
+) -> None:
+    """Raise ``ValueError`` naming the first argument of :func:`sample_seeds` that it cannot use."""
+    if not isinstance(cams, torch.Tensor) or cams.ndim not in (3, 4) or (cams.ndim == 4 and cams.shape[1] != 1):
+        raise ValueError(f"`cams` must be a tensor (B, 1, H, W) or (B, H, W), got {describe(cams)}.")
+    for name, value in (("n_fg", n_fg), ("n_bg", n_bg)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"`{name}` must be an int >= 0, got {value!r}.")
+    for name, value in (("patch_size", patch_size), ("erosion_size", erosion_size)):
+        if not isinstance(value, int) or value < 1 or value % 2 == 0:
+            raise ValueError(f"`{name}` must be an odd int >= 1, got {value!r}.")
+    if not 0 < bg_percentile < 100:
+        raise ValueError(f"`bg_percentile` must be in (0, 100), got {bg_percentile!r}.")
+    if not isinstance(fg_power, (int, float)) or isinstance(fg_power, bool) or not fg_power >= 0:
+        raise ValueError(f"`fg_power` must be a number >= 0, got {fg_power!r}.")
+
+
 def sample_seeds(
     cams: torch.Tensor,
     n_fg: int = N_FG,
@@ -137,19 +155,7 @@ def sample_seeds(
         >>> int((seeds == 1).sum()), int((seeds == 0).sum())
         (9, 9)
     """
-    if not isinstance(cams, torch.Tensor) or cams.ndim not in (3, 4) or (cams.ndim == 4 and cams.shape[1] != 1):
-        raise ValueError(f"`cams` must be a tensor (B, 1, H, W) or (B, H, W), got {describe(cams)}.")
-    for name, value in (("n_fg", n_fg), ("n_bg", n_bg)):
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"`{name}` must be an int >= 0, got {value!r}.")
-    for name, value in (("patch_size", patch_size), ("erosion_size", erosion_size)):
-        if not isinstance(value, int) or value < 1 or value % 2 == 0:
-            raise ValueError(f"`{name}` must be an odd int >= 1, got {value!r}.")
-    if not 0 < bg_percentile < 100:
-        raise ValueError(f"`bg_percentile` must be in (0, 100), got {bg_percentile!r}.")
-    if not isinstance(fg_power, (int, float)) or isinstance(fg_power, bool) or not fg_power >= 0:
-        raise ValueError(f"`fg_power` must be a number >= 0, got {fg_power!r}.")
-
+    _check_seed_arguments(cams, n_fg, n_bg, patch_size, erosion_size, bg_percentile, fg_power)
     cams = cams.detach().float().reshape(cams.shape[0], 1, *cams.shape[-2:])
     b = cams.shape[0]
     fg_region, bg_region = seed_regions(cams, erosion_size, bg_percentile)

@@ -59,12 +59,14 @@ def _weighted_keys(keys: torch.Tensor, weights: torch.Tensor, power: float) -> t
     """Keys whose top-k is a draw without replacement with probability ∝ ``weights ** power``.
 
     Efraimidis and Spirakis (2006): the largest ``u ** (1 / w)`` of uniform ``u`` are a weighted
-    sample; ``power`` 0 keeps the keys (a uniform draw).
+    sample. The keys returned, ``1 / (1 - log(u) / w)`` in (0, 1], rank the pixels the same way
+    without underflowing to ties at 0 where ``w`` is small. ``power`` 0 keeps the keys (a uniform
+    draw).
     """
     if power <= 0:
         return keys
     w = weights.clamp(1e-6, 1) ** power
-    return keys.clamp_min(1e-12) ** (1 / w)
+    return 1 / (1 - keys.clamp_min(1e-12).log() / w)
 
 
 def seed_regions(

@@ -87,6 +87,14 @@ def test_foreground_seeds_favour_strong_cam_pixels_with_fg_power() -> None:
     assert _share_on_the_strong_half(8.0) > 0.95  # 1 / (1 + 0.6 ** 8) = 0.983
 
 
+def test_fg_power_draws_uniformly_among_equally_faint_candidates() -> None:
+    cams = torch.zeros(64, 1, 16, 16)
+    cams[..., 4:12, 4:12] = 0.01  # a faint region: u ** (1 / 0.01 ** 2) underflows to 0 for most u
+    seeds = sample_seeds(cams, patch_size=1, fg_power=2.0, generator=torch.Generator().manual_seed(0))
+    picked = (seeds == 1).flatten(1).float().argmax(1)
+    assert len(set(picked.tolist())) > 32  # spread over the 64 candidates, not tied on one pixel
+
+
 def test_fg_power_moves_foreground_seeds_only() -> None:
     cams = torch.rand(4, 1, 40, 40)
     uniform = sample_seeds(cams, fg_power=0, generator=torch.Generator().manual_seed(3))

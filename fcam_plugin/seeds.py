@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import describe
+from ._checks import check_positive, describe
 from .defaults import BG_PERCENTILE, FG_EROSION, FG_SEED_POWER, N_BG, N_FG, SEED_PATCH
 
 __all__ = ["IGNORE_INDEX", "otsu_threshold", "sample_seeds", "seed_regions"]
@@ -108,8 +108,7 @@ def _check_seed_arguments(
             raise ValueError(f"`{name}` must be an odd int >= 1, got {value!r}.")
     if not 0 < bg_percentile < 100:
         raise ValueError(f"`bg_percentile` must be in (0, 100), got {bg_percentile!r}.")
-    if not isinstance(fg_power, (int, float)) or isinstance(fg_power, bool) or not fg_power >= 0:
-        raise ValueError(f"`fg_power` must be a number >= 0, got {fg_power!r}.")
+    check_positive("fg_power", fg_power, allow_zero=True)
 
 
 def sample_seeds(
@@ -170,11 +169,11 @@ def sample_seeds(
         # Drawn on the generator's device (a CPU generator with CUDA CAMs would raise), then moved.
         draw_on = generator.device if generator is not None else cams.device
         keys = torch.rand((total, *cams.shape[-2:]), generator=generator, device=draw_on).to(cams.device)
-        keys = _weighted_keys(keys[batch_offset : batch_offset + b], cams[:, 0], power)
+        keys = keys[batch_offset : batch_offset + b]
         if count == 0:
             grown.append(torch.zeros_like(region[:, 0], dtype=torch.bool))
             continue
-        picked = _pick(region[:, 0], count, keys).unsqueeze(1)
+        picked = _pick(region[:, 0], count, _weighted_keys(keys, cams[:, 0], power)).unsqueeze(1)
         if patch_size > 1:
             picked = F.max_pool2d(picked, patch_size, stride=1, padding=patch_size // 2)
         grown.append(picked[:, 0] > 0)

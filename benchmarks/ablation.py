@@ -98,8 +98,8 @@ class MaskSeedObjective(Objective):
 
     loader: MaskSeedLoader | None = None
 
-    def seed_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cams = super().seed_cams(images, labels)  # still runs the model: the skip features come from this pass
+    def training_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cams = super().training_cams(images, labels)  # still runs the model: the skip features come from this pass
         if self.loader is None or self.loader.pending is None:
             return cams
         mask, self.loader.pending = self.loader.pending, None

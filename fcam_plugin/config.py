@@ -30,6 +30,7 @@ from .defaults import (
     LR_SCHEDULE,
     N_BG,
     N_FG,
+    SEED_FLIP,
     SEED_FUSION,
     SEED_LAYERS,
     SEED_PATCH,
@@ -66,6 +67,9 @@ class FCAMConfig:
         fg_seed_power: foreground seeds are drawn with probability ∝ ``CAM ** fg_seed_power``
             inside their candidate region, favouring the CAM's surest pixels (default 2); 0:
             uniformly, as in the paper.
+        seed_flip: draw the seeds from the seed CAM averaged over the image and its horizontal
+            mirror (the wrapped method runs on both: one more of its passes per step), which
+            removes errors of the CAM that depend on the orientation.
         seed_layers: which CAM the seeds come from: ``"stages"`` (default: the wrapped method
             evaluated separately at the classifier's stages of stride 8 and 16 and at its target
             layers, fused by ``seed_fusion``) or ``"target"`` (its target layers only, as in the paper).
@@ -125,6 +129,7 @@ class FCAMConfig:
     fg_erosion: int = FG_EROSION
     bg_percentile: float = BG_PERCENTILE
     fg_seed_power: float = FG_SEED_POWER
+    seed_flip: bool = SEED_FLIP
     seed_layers: str = SEED_LAYERS
     seed_fusion: str = SEED_FUSION
     align_cams: bool = False
@@ -161,7 +166,7 @@ class FCAMConfig:
             check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))
-        for name in ("align_cams", "flip_average", "nesterov"):
+        for name in ("align_cams", "flip_average", "seed_flip", "nesterov"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool (True or False), got {getattr(self, name)!r}.")
         if not (isinstance(self.cam_gate, bool) or self.cam_gate == "auto"):

@@ -29,6 +29,7 @@ __all__ = [
     "N_FG",
     "SEED_FUSION",
     "SEED_LAYERS",
+    "SEED_FLIP",
     "SEED_PATCH",
     "SELF_TRAINING_FROM",
     "SIGMA_RGB",
@@ -44,6 +45,9 @@ N_FG, N_BG, SEED_PATCH, FG_EROSION, BG_PERCENTILE = 1, 1, 3, 11, 10.0
 #: Foreground seeds are drawn with probability ∝ CAM ** FG_SEED_POWER inside their candidate
 #: region (0: uniformly, as in the paper); measured in benchmarks/README.md ("Seeds weighted by the CAM").
 FG_SEED_POWER = 2.0
+#: Seeds are drawn from the seed CAM averaged over the image and its horizontal mirror (the
+#: wrapped method run on both); measured in benchmarks/README.md ("Seeds from the mirrored image too").
+SEED_FLIP = False
 #: Where the seed CAM comes from: the wrapped method at the classifier's stride-8 and stride-16
 #: stages and at its target layers, fused by their product (as RefineCAM fuses layers). The paper
 #: uses the target layers only ("target"); measured in benchmarks/README.md ("Ablations").

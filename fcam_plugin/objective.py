@@ -107,13 +107,23 @@ class Objective:
         # NaN CAMs (a model producing NaN) would crash seed sampling: treat them as flat, the loss flags it.
         return torch.nan_to_num(self._upsample([low], layers, size)[0], nan=0.0).clamp(0, 1)
 
+    def training_cams(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The map training seeds are drawn from: :meth:`seed_cams`, averaged with the mirror of the
+        mirrored image's when ``config.seed_flip``. The first forward pass is still on ``images``.
+        """
+        cams = self.seed_cams(images, labels)
+        if not self.config.seed_flip:
+            return cams
+        mirrored = self.seed_cams(images.flip(-1), labels).flip(-1)
+        return normalize_per_image((cams + mirrored) / 2).clamp(0, 1)
+
     def cams_and_features(
         self, taps: FeatureTaps, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The seed CAMs of ``labels`` ``(B, 1, H, W)`` and the skip features of the same forward."""
+        """The training CAMs of ``labels`` ``(B, 1, H, W)`` and the skip features of the images' forward."""
         self.prepare()  # before arming: the first forward after arm() must be on the images
         taps.arm()
-        cams = self.seed_cams(images, labels)
+        cams = self.training_cams(images, labels)
         return cams, taps.collect()
 
     def sample(self, seed_map: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -46,9 +46,9 @@ def test_objective_draws_from_the_pending_masks_once_then_from_the_cam() -> None
         objective = up.objective()
         batch, batch_labels = next(iter(up.loader))
         pending = up.loader.pending
-        assert torch.equal(objective.seed_cams(batch, batch_labels), pending)
+        assert torch.equal(objective.training_cams(batch, batch_labels), pending)
         assert up.loader.pending is None
-        cams = objective.seed_cams(batch, batch_labels)  # nothing pending: the seed CAM, as in the library
+        cams = objective.training_cams(batch, batch_labels)  # nothing pending: the seed CAM, as in the library
         assert not torch.equal(cams, pending) and cams.shape == pending.shape
     finally:
         up.close()

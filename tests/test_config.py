@@ -21,6 +21,7 @@ def test_overridden_sets_then_restores_also_after_an_error() -> None:
     ({"gate_dilation": 2}, ValueError, "`gate_dilation`"),
     ({"fg_seed_power": -1.0}, ValueError, "`fg_seed_power`"),
     ({"flip_average": "no"}, TypeError, "`flip_average`"),
+    ({"seed_flip": 1}, TypeError, "`seed_flip`"),
     ({"cam_gate": 1}, TypeError, "`cam_gate`"),
     ({"no_such_field": 1}, TypeError, "no_such_field"),
 ])

@@ -1,4 +1,5 @@
-"""Flips: the flip-consistency term in training (``flip_weight``) and the test-time flip (``flip_average``)."""
+"""Flips: the flip-consistency term in training (``flip_weight``), the test-time flip (``flip_average``)
+and seeds from the mirror-averaged seed CAM (``seed_flip``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from _helpers import tiny_cnn
 from pytorch_grad_cam import GradCAMPlusPlus
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
+from fcam_plugin.adapters.base import normalize_per_image
+from fcam_plugin.taps import FeatureTaps
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +55,34 @@ def test_flip_term_trains_only_when_weighted(weight: float) -> None:
         assert terms["flip"] > 0 and forwards[0] == 2, (terms, forwards)  # the seed CAM's forward and the mirrored one
     else:
         assert "flip" not in terms and forwards[0] == 1, (terms, forwards)
+
+
+def test_seed_flip_averages_the_seed_cams_of_both_orientations() -> None:
+    generator = torch.Generator().manual_seed(2)
+    x, y = torch.randn(3, 3, 96, 96, generator=generator), torch.tensor([0, 1, 2])  # 3x3 CAMs at stride 32
+    up = FCAMUpscaler(tiny_cnn(3), GradCAMPlusPlus, config=FCAMConfig(seed_flip=True))
+    try:
+        objective = up.objective()
+        single, mirrored = objective.seed_cams(x, y), objective.seed_cams(x.flip(-1), y).flip(-1)
+        assert (single - mirrored).abs().max() > 1e-2, "the seed CAM is already symmetric: the test cannot tell"
+        averaged = objective.training_cams(x, y)
+        torch.testing.assert_close(averaged, normalize_per_image((single + mirrored) / 2), atol=1e-5, rtol=0)
+        torch.testing.assert_close(objective.training_cams(x.flip(-1), y), averaged.flip(-1), atol=1e-5, rtol=0)
+        with up.config.overridden(seed_flip=False):
+            torch.testing.assert_close(objective.training_cams(x, y), single)
+    finally:
+        up.close()
+
+
+def test_seed_flip_keeps_the_skip_features_of_the_images() -> None:
+    generator = torch.Generator().manual_seed(3)
+    x, y = torch.randn(2, 3, 32, 32, generator=generator), torch.tensor([0, 1])
+    up = FCAMUpscaler(tiny_cnn(3), GradCAMPlusPlus, config=FCAMConfig(seed_flip=True))
+    try:
+        with FeatureTaps(up.model, up.taps) as taps:
+            _, features = up.objective().cams_and_features(taps, x, y)
+            expected = taps.forward(x)[1]
+        for got, want in zip(features, expected):
+            torch.testing.assert_close(got, want)
+    finally:
+        up.close()

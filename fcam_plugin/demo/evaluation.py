@@ -71,7 +71,7 @@ def seed_precision(objective: Objective, split: Split, batch_size: int, device: 
     counts = np.zeros(4)
     for index in batches(len(split), batch_size):
         images, labels = split.images[index].to(device), split.labels[index].to(device)
-        fg, bg = seed_regions(objective.seed_cams(images, labels), cfg.fg_erosion, cfg.bg_percentile)
+        fg, bg = seed_regions(objective.training_cams(images, labels), cfg.fg_erosion, cfg.bg_percentile)
         inside = split.masks[index].to(device)[:, None] > 0.5
         counts += [float((fg.bool() & inside).sum()), float(fg.sum()), float((bg.bool() & ~inside).sum()), float(bg.sum())]
     objective.source.after_fit()

@@ -19,6 +19,7 @@ from .defaults import (
     CAM_WEIGHT,
     CRF_WEIGHT,
     DECODER_CHANNELS,
+    FG_CONFIDENCE_POWER,
     FG_EROSION,
     FG_SEED_POWER,
     FLIP_AVERAGE,
@@ -56,7 +57,7 @@ class FCAMConfig:
 
     Defaults follow the paper's reference run (CUB, 224 px, ResNet-50), except where the ablations
     of ``benchmarks/README.md`` measured a better choice (``seed_layers``, ``lr_schedule``,
-    ``flip_weight``, ``anchor_weight``, ``fg_seed_power``).
+    ``flip_weight``, ``anchor_weight``, ``fg_seed_power``, ``fg_confidence_power``).
 
     Attributes:
         decoder_channels: U-Net up-block widths, from the deepest.
@@ -67,6 +68,11 @@ class FCAMConfig:
         fg_seed_power: foreground seeds are drawn with probability ∝ ``CAM ** fg_seed_power``
             inside their candidate region, favouring the CAM's surest pixels (default 2); 0:
             uniformly, as in the paper.
+        fg_confidence_power: each image's foreground seeds weigh ``p ** fg_confidence_power`` in
+            the seeds' cross-entropy, ``p`` the classifier's softmax probability of the labelled
+            class: the seeds of images the classifier is unsure of, whose CAM more often misses
+            the object, count less (a weighted mean: the loss keeps its scale). Default 1; 0: all
+            weigh 1, as in the paper.
         seed_flip: draw the seeds from the seed CAM averaged over the image and its horizontal
             mirror (the wrapped method runs on both: one more of its passes per step), which
             removes errors of the CAM that depend on the orientation.
@@ -129,6 +135,7 @@ class FCAMConfig:
     fg_erosion: int = FG_EROSION
     bg_percentile: float = BG_PERCENTILE
     fg_seed_power: float = FG_SEED_POWER
+    fg_confidence_power: float = FG_CONFIDENCE_POWER
     seed_flip: bool = SEED_FLIP
     seed_layers: str = SEED_LAYERS
     seed_fusion: str = SEED_FUSION
@@ -162,7 +169,8 @@ class FCAMConfig:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
-        for name in ("crf_weight", "size_weight", "cam_weight", "flip_weight", "anchor_weight", "fg_seed_power", "weight_decay", "momentum"):
+        for name in ("crf_weight", "size_weight", "cam_weight", "flip_weight", "anchor_weight", "fg_seed_power", "fg_confidence_power", "weight_decay",
+                     "momentum"):
             check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))

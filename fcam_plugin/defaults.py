@@ -17,6 +17,7 @@ __all__ = [
     "CAM_WEIGHT",
     "CRF_WEIGHT",
     "DECODER_CHANNELS",
+    "FG_CONFIDENCE_POWER",
     "FG_EROSION",
     "FG_SEED_POWER",
     "FLIP_AVERAGE",
@@ -45,6 +46,10 @@ N_FG, N_BG, SEED_PATCH, FG_EROSION, BG_PERCENTILE = 1, 1, 3, 11, 10.0
 #: Foreground seeds are drawn with probability ∝ CAM ** FG_SEED_POWER inside their candidate
 #: region (0: uniformly, as in the paper); measured in benchmarks/README.md ("Seeds weighted by the CAM").
 FG_SEED_POWER = 2.0
+#: Each image's foreground seeds weigh p(label | image) ** FG_CONFIDENCE_POWER in the partial
+#: cross-entropy, the classifier's softmax confidence in the labelled class (0: all weigh 1, as in
+#: the paper); measured in benchmarks/README.md ("Foreground seeds weighted by the classifier's confidence").
+FG_CONFIDENCE_POWER = 1.0
 #: Seeds are drawn from the seed CAM averaged over the image and its horizontal mirror (the
 #: wrapped method run on both); measured in benchmarks/README.md ("Seeds from the mirrored image too").
 SEED_FLIP = False

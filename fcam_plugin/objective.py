@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ._checks import describe
 from .adapters.base import CAMSource, normalize_per_image
 from .alignment import upsample_aligned
 from .config import FCAMConfig
@@ -158,6 +159,24 @@ class Objective:
             return logits, getattr(decoder, "module", decoder)(mirrored, size)
 
     @staticmethod
+    def label_confidence(scores: object, labels: torch.Tensor) -> torch.Tensor:
+        """The classifier's softmax probability of ``labels`` ``(B,)`` in its ``scores`` ``(B, K)``."""
+        if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"`fg_confidence_power` weighs seeds by the classifier's softmax, which needs class scores "
+                f"(B, K) as the model's output; got {describe(scores)}. Set fg_confidence_power=0."
+            )
+        return scores.detach().float().softmax(1).gather(1, labels.view(-1, 1).long())[:, 0]
+
+    def seed_weights(self, seeds: torch.Tensor, confidence: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-pixel weights of the seeds' cross-entropy: ``confidence ** fg_confidence_power`` on
+        foreground seeds, 1 on background seeds, 0 elsewhere (None: every seed weighs 1)."""
+        if confidence is None:
+            return None
+        foreground = confidence.view(-1, 1, 1) ** self.config.fg_confidence_power
+        return torch.where(seeds == 1, foreground, torch.ones_like(foreground)) * (seeds != IGNORE_INDEX)
+
+    @staticmethod
     def anchor_map(anchor: nn.Module | None, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor | None:
         """The frozen anchor decoder's foreground probability ``(B, 1, H, W)`` (None without an anchor)."""
         if anchor is None:
@@ -168,20 +187,22 @@ class Objective:
     def terms(
         self, logits: torch.Tensor, seeds: torch.Tensor, images: torch.Tensor, t: float,
         cams: torch.Tensor | None = None, mirrored_logits: torch.Tensor | None = None,
-        anchored: torch.Tensor | None = None,
+        anchored: torch.Tensor | None = None, confidence: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted loss terms and their sum (``total``) for the decoder's ``logits``.
 
         ``cams`` ``(B, 1, H, W)``: the seed CAMs, needed by the CAM prior (``config.cam_weight > 0``);
         ``mirrored_logits``: the decoder's logits of the mirrored images, for the flip-consistency
-        term (``config.flip_weight > 0``).
+        term (``config.flip_weight > 0``); ``confidence`` ``(B,)``: the classifier's probability of
+        each image's label, which weighs its foreground seeds (``config.fg_confidence_power > 0``).
         """
         cfg = self.config
         probs = logits.float().softmax(1)
-        # Normalise by the global seed count so that DDP's gradient average equals one big batch.
+        # Normalise by the global seed count (or weight) so that DDP's gradient average equals one big batch.
         _, world = rank_and_world()
-        seed_count = all_reduce_sum((seeds != IGNORE_INDEX).sum()).float() / world
-        terms = {"pce": partial_cross_entropy(logits, seeds, count=seed_count)}
+        weights = self.seed_weights(seeds, confidence)
+        seed_count = all_reduce_sum((seeds != IGNORE_INDEX).sum() if weights is None else weights.sum()).float() / world
+        terms = {"pce": partial_cross_entropy(logits, seeds, count=seed_count, weights=weights)}
         if cfg.crf_weight > 0:
             terms["crf"] = dense_crf_loss(
                 probs, unnormalize(images, cfg), sigma_xy=cfg.sigma_xy, sigma_rgb=cfg.sigma_rgb,
@@ -217,6 +238,7 @@ class Objective:
         decoder frozen by the early-learning anchor (``config.anchor_weight``; None before).
         """
         cams, features = self.cams_and_features(taps, images, labels)
+        confidence = self.label_confidence(taps.output, labels) if self.config.fg_confidence_power > 0 else None
         mirrored = self.mirrored_features(taps, images)
         autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
         with autocast:
@@ -226,4 +248,5 @@ class Objective:
         seed_map = cams
         if self_train:
             seed_map = normalize_per_image((foreground_probability(logits.detach())[:, None] * cams).sqrt()).clamp(0, 1)
-        return self.terms(logits, self.sample(seed_map, generator), images, t, cams, mirrored_logits, anchored)
+        seeds = self.sample(seed_map, generator)
+        return self.terms(logits, seeds, images, t, cams, mirrored_logits, anchored, confidence)

@@ -558,6 +558,8 @@ class FeatureTaps:
         self._input_size: tuple[int, int] | None = None
         self._handles: list[RemovableHandle] = []
         self._armed = False
+        self._output_armed = False
+        self._output: object = None
 
     def _hook(self, tap: Tap):
         name = tap.name
@@ -583,10 +585,16 @@ class FeatureTaps:
         if self._armed and self._input_size is None and args and isinstance(args[0], torch.Tensor) and args[0].ndim == 4:
             self._input_size = (int(args[0].shape[-2]), int(args[0].shape[-1]))
 
+    def _output_hook(self, module: nn.Module, args: object, output: object) -> None:
+        if self._output_armed:
+            self._output = output.detach() if isinstance(output, torch.Tensor) else output
+            self._output_armed = False
+
     def attach(self) -> FeatureTaps:
         if not self._handles:
             modules = dict(self.model.named_modules())
             self._handles.append(self.model.register_forward_pre_hook(self._input_hook))
+            self._handles.append(self.model.register_forward_hook(self._output_hook))
             for tap in self.taps:
                 self._handles.append(modules[tap.name].register_forward_hook(self._hook(tap)))
         return self
@@ -596,6 +604,7 @@ class FeatureTaps:
             handle.remove()
         self._handles.clear()
         self._clear()
+        self._output, self._output_armed = None, False
 
     def _clear(self) -> None:
         self._features.clear()
@@ -605,7 +614,13 @@ class FeatureTaps:
 
     def arm(self) -> None:
         self._clear()
-        self._armed = True
+        self._armed = self._output_armed = True
+        self._output = None
+
+    @property
+    def output(self) -> object:
+        """The model's output (detached) of the first forward pass after the last :meth:`arm`; None before."""
+        return self._output
 
     def collect(self) -> list[torch.Tensor]:
         """Features of the last armed forward, ordered like ``taps``; clears the store.

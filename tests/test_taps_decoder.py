@@ -54,7 +54,7 @@ def test_decoder_output_is_input_size(size: tuple[int, int]) -> None:
     x = torch.randn(2, 3, *size)
     with FeatureTaps(model, taps) as hooks, torch.no_grad():
         _, feats = hooks.forward(x)
-        assert sum(len(m._forward_hooks) for m in model.modules()) == len(taps)
+        assert sum(len(m._forward_hooks) for m in model.modules()) == len(taps) + 1  # and the model's output
     logits = decoder(feats, size)
     assert logits.shape == (2, 2, *size)
     assert sum(len(m._forward_hooks) for m in model.modules()) == 0

@@ -17,17 +17,22 @@ def partial_cross_entropy(
     seeds: torch.Tensor,
     ignore_index: int = IGNORE_INDEX,
     count: torch.Tensor | float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Mean cross-entropy over the pixels that carry a seed.
 
     .. math:: \mathcal{H} = \frac{1}{|\Omega'|} \sum_{p \in \Omega'} -\log S_p[Y_p]
 
+    With ``weights`` :math:`w_p`, the weighted mean :math:`\sum w_p (-\log S_p[Y_p]) / \sum w_p`
+    over the seed pixels.
+
     Args:
         logits: ``(B, K, H, W)`` unnormalised scores.
         seeds: ``(B, H, W)`` long labels in ``[0, K)`` or ``ignore_index``.
         ignore_index: label of pixels without a seed.
-        count: number of seed pixels to divide by (default: those in ``seeds``; distributed
-            training passes the global count).
+        count: number of seed pixels (with ``weights``: their total weight) to divide by
+            (default: those in ``seeds``; distributed training passes the global count).
+        weights: ``(B, H, W)`` non-negative weight of each pixel's term (default: 1 everywhere).
 
     Returns:
         Scalar loss; 0 (with a gradient path) when no pixel carries a seed.
@@ -37,10 +42,18 @@ def partial_cross_entropy(
             f"`logits` (B, K, H, W) and `seeds` (B, H, W) must match, got {describe(logits)} and "
             f"{describe(seeds)}."
         )
-    per_pixel = F.cross_entropy(logits.float(), seeds, ignore_index=ignore_index, reduction="sum")
-    if count is None:
-        count = (seeds != ignore_index).sum()
-    return per_pixel / torch.as_tensor(count, device=per_pixel.device).clamp_min(1)
+    if weights is not None and weights.shape != seeds.shape:
+        raise ValueError(f"`weights` must have the shape of `seeds` {tuple(seeds.shape)}, got {describe(weights)}.")
+    labelled = seeds != ignore_index
+    if weights is None:
+        total = F.cross_entropy(logits.float(), seeds, ignore_index=ignore_index, reduction="sum")
+        own_count, floor = labelled.sum(), 1.0  # a number of pixels
+    else:
+        per_pixel = F.cross_entropy(logits.float(), seeds, ignore_index=ignore_index, reduction="none")
+        weights = weights.float() * labelled
+        total, own_count, floor = (weights * per_pixel).sum(), weights.sum(), 1e-12  # a total weight, maybe below 1
+    count = own_count if count is None else count
+    return total / torch.as_tensor(count, device=total.device).clamp_min(floor)
 
 
 class PartialCrossEntropy(nn.Module):

@@ -169,8 +169,8 @@ class FCAMConfig:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
-        for name in ("crf_weight", "size_weight", "cam_weight", "flip_weight", "anchor_weight", "fg_seed_power", "fg_confidence_power", "weight_decay",
-                     "momentum"):
+        weights = ("crf_weight", "size_weight", "cam_weight", "flip_weight", "anchor_weight", "fg_seed_power", "fg_confidence_power")
+        for name in (*weights, "weight_decay", "momentum"):
             check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("sigma_xy", "sigma_rgb", "lr", "barrier_t0", "barrier_factor", "barrier_t_max"):
             check_positive(name, getattr(self, name))

@@ -20,6 +20,7 @@ from .defaults import (
     CRF_WEIGHT,
     DECODER_CHANNELS,
     FG_CONFIDENCE_POWER,
+    FG_CONFIDENCE_QUANTILE,
     FG_EROSION,
     FG_SEED_POWER,
     FLIP_AVERAGE,
@@ -73,6 +74,13 @@ class FCAMConfig:
             class: the seeds of images the classifier is unsure of, whose CAM more often misses
             the object, count less (a weighted mean: the loss keeps its scale). Default 1; 0: all
             weigh 1, as in the paper.
+        fg_confidence_quantile: images whose ``p`` is below this quantile of ``p`` over the
+            training set get no foreground seeds (their background seeds stay). ``fit`` measures
+            the quantile in one forward pass over the loader before the first step (no gradient;
+            all processes' images under torch.distributed) and keeps it in the checkpoint. A
+            quantile is relative: it also ranks the images of a classifier that is sure of nearly
+            all of them, where ``p ** fg_confidence_power`` barely differs. 0 (default): none is
+            left out.
         seed_flip: draw the seeds from the seed CAM averaged over the image and its horizontal
             mirror (the wrapped method runs on both: one more of its passes per step), which
             removes errors of the CAM that depend on the orientation.
@@ -136,6 +144,7 @@ class FCAMConfig:
     bg_percentile: float = BG_PERCENTILE
     fg_seed_power: float = FG_SEED_POWER
     fg_confidence_power: float = FG_CONFIDENCE_POWER
+    fg_confidence_quantile: float = FG_CONFIDENCE_QUANTILE
     seed_flip: bool = SEED_FLIP
     seed_layers: str = SEED_LAYERS
     seed_fusion: str = SEED_FUSION
@@ -190,6 +199,8 @@ class FCAMConfig:
                 raise ValueError(f"`{name}` must be {'an odd' if odd else 'an'} int >= {least}, got {value!r}.")
         if not isinstance(self.gate_dilation, (int, float)) or not 0 <= self.gate_dilation <= 1:
             raise ValueError(f"`gate_dilation` must be a number in [0, 1], got {self.gate_dilation!r}.")
+        if not isinstance(self.fg_confidence_quantile, (int, float)) or not 0 <= self.fg_confidence_quantile < 1:
+            raise ValueError(f"`fg_confidence_quantile` must be a number in [0, 1), got {self.fg_confidence_quantile!r}.")
         if not isinstance(self.bg_percentile, (int, float)) or not 0 < self.bg_percentile < 100:
             raise ValueError(f"`bg_percentile` must be in (0, 100), got {self.bg_percentile!r}.")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

@@ -18,6 +18,7 @@ __all__ = [
     "CRF_WEIGHT",
     "DECODER_CHANNELS",
     "FG_CONFIDENCE_POWER",
+    "FG_CONFIDENCE_QUANTILE",
     "FG_EROSION",
     "FG_SEED_POWER",
     "FLIP_AVERAGE",
@@ -50,6 +51,10 @@ FG_SEED_POWER = 2.0
 #: cross-entropy, the classifier's softmax confidence in the labelled class (0: all weigh 1, as in
 #: the paper); measured in benchmarks/README.md ("Foreground seeds weighted by the classifier's confidence").
 FG_CONFIDENCE_POWER = 1.0
+#: Images under this quantile of the classifier's confidence in their label, measured over the
+#: training set before the fit, get no foreground seeds (0: none is left out); measured in
+#: benchmarks/README.md ("Foreground seeds weighted by the classifier's confidence").
+FG_CONFIDENCE_QUANTILE = 0.0
 #: Seeds are drawn from the seed CAM averaged over the image and its horizontal mirror (the
 #: wrapped method run on both); measured in benchmarks/README.md ("Seeds from the mirrored image too").
 SEED_FLIP = False

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistributedBatchNorm2d", "all_reduce_sum", "convert_batchnorm", "global_batch_slice", "is_distributed", "rank_and_world", "shard_loader"]
+__all__ = ["DistributedBatchNorm2d", "all_gather_cat", "all_reduce_sum", "convert_batchnorm", "global_batch_slice", "is_distributed", "rank_and_world", "shard_loader"]
 
 
 def is_distributed() -> bool:
@@ -58,6 +58,18 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return tensor
     out = tensor.detach().clone().to(_collective_device(tensor.device))
+    dist.all_reduce(out)
+    return out.to(tensor.device)
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """The 1-D tensors of all processes concatenated in rank order; identity outside torch.distributed."""
+    if not is_distributed():
+        return tensor
+    offset, total = global_batch_slice(tensor.numel(), tensor.device)
+    # Each process writes its values at its offset of a zero tensor; the sum is the concatenation.
+    out = torch.zeros(total, dtype=tensor.dtype, device=_collective_device(tensor.device))
+    out[offset : offset + tensor.numel()] = tensor.detach().reshape(-1).to(out.device)
     dist.all_reduce(out)
     return out.to(tensor.device)
 

@@ -13,9 +13,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._checks import describe
 from .adapters.base import CAMSource, normalize_per_image
 from .alignment import upsample_aligned
+from .confidence import foreground_weights, label_confidence
 from .config import FCAMConfig
 from .decoder import foreground_probability
 from .distributed import all_reduce_sum, global_batch_slice, rank_and_world
@@ -158,22 +158,18 @@ class Objective:
         with torch.no_grad():
             return logits, getattr(decoder, "module", decoder)(mirrored, size)
 
-    @staticmethod
-    def label_confidence(scores: object, labels: torch.Tensor) -> torch.Tensor:
-        """The classifier's softmax probability of ``labels`` ``(B,)`` in its ``scores`` ``(B, K)``."""
-        if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"`fg_confidence_power` weighs seeds by the classifier's softmax, which needs class scores "
-                f"(B, K) as the model's output; got {describe(scores)}. Set fg_confidence_power=0."
-            )
-        return scores.detach().float().softmax(1).gather(1, labels.view(-1, 1).long())[:, 0]
+    @property
+    def reads_confidence(self) -> bool:
+        """Whether the seeds' weights need the classifier's confidence in the label."""
+        return self.config.fg_confidence_power > 0 or self.config.fg_confidence_quantile > 0
 
-    def seed_weights(self, seeds: torch.Tensor, confidence: torch.Tensor | None) -> torch.Tensor | None:
-        """Per-pixel weights of the seeds' cross-entropy: ``confidence ** fg_confidence_power`` on
+    @staticmethod
+    def seed_weights(seeds: torch.Tensor, fg_weights: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-pixel weights of the seeds' cross-entropy: each image's ``fg_weights`` ``(B,)`` on its
         foreground seeds, 1 on background seeds, 0 elsewhere (None: every seed weighs 1)."""
-        if confidence is None:
+        if fg_weights is None:
             return None
-        foreground = confidence.view(-1, 1, 1) ** self.config.fg_confidence_power
+        foreground = fg_weights.view(-1, 1, 1)
         return torch.where(seeds == 1, foreground, torch.ones_like(foreground)) * (seeds != IGNORE_INDEX)
 
     @staticmethod
@@ -187,20 +183,20 @@ class Objective:
     def terms(
         self, logits: torch.Tensor, seeds: torch.Tensor, images: torch.Tensor, t: float,
         cams: torch.Tensor | None = None, mirrored_logits: torch.Tensor | None = None,
-        anchored: torch.Tensor | None = None, confidence: torch.Tensor | None = None,
+        anchored: torch.Tensor | None = None, fg_weights: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted loss terms and their sum (``total``) for the decoder's ``logits``.
 
         ``cams`` ``(B, 1, H, W)``: the seed CAMs, needed by the CAM prior (``config.cam_weight > 0``);
         ``mirrored_logits``: the decoder's logits of the mirrored images, for the flip-consistency
-        term (``config.flip_weight > 0``); ``confidence`` ``(B,)``: the classifier's probability of
-        each image's label, which weighs its foreground seeds (``config.fg_confidence_power > 0``).
+        term (``config.flip_weight > 0``); ``fg_weights`` ``(B,)``: the weight of each image's
+        foreground seeds (:func:`fcam_plugin.confidence.foreground_weights`; None: all weigh 1).
         """
         cfg = self.config
         probs = logits.float().softmax(1)
         # Normalise by the global seed count (or weight) so that DDP's gradient average equals one big batch.
         _, world = rank_and_world()
-        weights = self.seed_weights(seeds, confidence)
+        weights = self.seed_weights(seeds, fg_weights)
         seed_count = all_reduce_sum((seeds != IGNORE_INDEX).sum() if weights is None else weights.sum()).float() / world
         terms = {"pce": partial_cross_entropy(logits, seeds, count=seed_count, weights=weights)}
         if cfg.crf_weight > 0:
@@ -230,15 +226,21 @@ class Objective:
         amp: bool = False,
         self_train: bool = False,
         anchor: nn.Module | None = None,
+        confidence_floor: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """Loss terms of one step (``total`` included) for a batch already on the model's device.
 
         ``self_train``: draw the seeds from √(decoder probability × seed CAM), where the decoder and
         the CAM agree, instead of from the seed CAM (``config.self_training_from``); ``anchor``: the
-        decoder frozen by the early-learning anchor (``config.anchor_weight``; None before).
+        decoder frozen by the early-learning anchor (``config.anchor_weight``; None before);
+        ``confidence_floor``: images whose confidence in the label is below it get no foreground
+        seeds (``config.fg_confidence_quantile``, measured by the training loop before the fit).
         """
         cams, features = self.cams_and_features(taps, images, labels)
-        confidence = self.label_confidence(taps.output, labels) if self.config.fg_confidence_power > 0 else None
+        fg_weights = None
+        if self.reads_confidence:
+            confidence = label_confidence(taps.output, labels)
+            fg_weights = foreground_weights(confidence, self.config.fg_confidence_power, confidence_floor)
         mirrored = self.mirrored_features(taps, images)
         autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
         with autocast:
@@ -249,4 +251,4 @@ class Objective:
         if self_train:
             seed_map = normalize_per_image((foreground_probability(logits.detach())[:, None] * cams).sqrt()).clamp(0, 1)
         seeds = self.sample(seed_map, generator)
-        return self.terms(logits, seeds, images, t, cams, mirrored_logits, anchored, confidence)
+        return self.terms(logits, seeds, images, t, cams, mirrored_logits, anchored, fg_weights)

@@ -26,6 +26,7 @@ from torch import nn
 from ._checks import check_images, check_path, describe
 from ._state import frozen_eval
 from .checkpoint import atomic_save
+from .confidence import label_confidence, quantile_floor
 from .config import FCAMConfig
 from .distributed import convert_batchnorm, rank_and_world, shard_loader
 from .losses.size import BarrierSchedule
@@ -95,6 +96,9 @@ class TrainState:
         global_step: steps run so far (skipped non-finite steps included).
         history: mean loss terms of every finished epoch.
         sums / seen: running sums of the loss terms over the finite steps of the current epoch.
+        confidence_floor: the quantile of the classifier's confidence under which images get no
+            foreground seeds (``fg_confidence_quantile``), measured before the first step; None
+            when the fit does not use one.
     """
 
     epoch: int = 0
@@ -103,6 +107,7 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     sums: dict[str, float] = field(default_factory=dict)
     seen: int = 0
+    confidence_floor: float | None = None
 
     @classmethod
     def from_checkpoint(cls, training: dict[str, Any]) -> TrainState:
@@ -110,6 +115,7 @@ class TrainState:
         if state.step_in_epoch > 0:  # the running means of the interrupted epoch
             state.sums = dict(training.get("epoch_sums") or {})
             state.seen = int(training.get("epoch_seen") or 0)
+        state.confidence_floor = training.get("confidence_floor")
         return state
 
     def start_epoch(self, epoch: int) -> None:
@@ -140,6 +146,7 @@ class TrainState:
         return {
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "history": self.history, "epoch_sums": dict(self.sums), "epoch_seen": self.seen,
+            "confidence_floor": self.confidence_floor,
         }
 
 
@@ -345,6 +352,30 @@ class _Run:
         if self.options.checkpoint is not None and self.main:
             logger.warning("%s: resumable checkpoint written to %s", what, os.fspath(self.options.checkpoint))
 
+    # ---------------------------------------------------------------- confidence
+    def measure_confidence_floor(self, model: nn.Module, loader: Any) -> None:
+        """Set the fit's confidence floor (``fg_confidence_quantile``) from one forward pass over
+        ``loader``, unless it is off or a resumed checkpoint holds it."""
+        quantile = self.objective.config.fg_confidence_quantile
+        if quantile <= 0 or self.state.confidence_floor is not None:
+            return
+        if iter(loader) is loader:
+            raise ValueError(
+                f"`fg_confidence_quantile={quantile}` reads the loader once before training, but `loader` is a "
+                f"one-shot iterator ({type(loader).__name__}); pass a re-iterable such as a DataLoader."
+            )
+        confidences = []
+        total = len(loader) if hasattr(loader, "__len__") else None
+        with torch.no_grad(), self.objective.source._own_forwards(), \
+                progress_bar(self.options.progress and self.main, total, "confidence") as bar:
+            for index, batch in enumerate(loader):
+                images, labels = split_batch(batch, index)
+                self.objective.source.check_input(f"loader batch {index} images", images)
+                scores = model(images.to(self.device, non_blocking=True))
+                confidences.append(label_confidence(scores, labels.to(self.device)))
+                bar.update(1)
+        self.state.confidence_floor = quantile_floor(torch.cat(confidences) if confidences else torch.zeros(0), quantile)
+
     # --------------------------------------------------------------------- steps
     def out_of_steps(self) -> bool:
         return self.options.max_steps is not None and self.state.global_step >= self.options.max_steps
@@ -359,7 +390,10 @@ class _Run:
         self.generator.manual_seed(opts.seed * 1_000_003 + self.state.global_step)
         start = self.objective.config.self_training_from
         self_train = start > 0 and self.state.epoch + 1 >= start
-        terms = self.objective(self.step_module, taps, images, labels, t, self.generator, opts.amp, self_train, self.anchor)
+        terms = self.objective(
+            self.step_module, taps, images, labels, t, self.generator, opts.amp, self_train, self.anchor,
+            self.state.confidence_floor or 0.0,
+        )
         loss = terms["total"]
         self.optimizer.zero_grad(set_to_none=True)
         values = None
@@ -491,6 +525,7 @@ def train(
         run = _Run(decoder, objective, options, snapshot, resume, device, _total_steps(loader, options))
         with frozen_eval(model), FeatureTaps(model, taps) as hooks, run.checkpoint_on_failure():
             try:
+                run.measure_confidence_floor(model, loader)
                 for epoch in range(run.state.epoch, options.epochs):
                     if run.out_of_steps() or not run.epoch(hooks, loader, epoch):
                         break

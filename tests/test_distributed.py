@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from fcam_plugin import FCAMConfig, FCAMUpscaler
+from fcam_plugin.checkpoint import read_checkpoint
 
 PER_RANK_BATCH = 3
 WORLD = 2
@@ -45,12 +46,16 @@ def _model() -> nn.Module:
     ).eval()
 
 
-def _fit(loader) -> dict[str, torch.Tensor]:
+def _fit(loader, checkpoint: str | None = None) -> dict[str, torch.Tensor]:
     from pytorch_grad_cam import GradCAM
 
-    config = FCAMConfig(decoder_channels=(16, 16, 8, 8, 8), crf_method="exact", crf_weight=1e-6)
+    # The confidence floor is a quantile over the images of every process (gathered before the fit).
+    config = FCAMConfig(
+        decoder_channels=(16, 16, 8, 8, 8), crf_method="exact", crf_weight=1e-6, fg_erosion=3,
+        fg_confidence_quantile=0.5,
+    )
     up = FCAMUpscaler(_model(), GradCAM, config=config)
-    up.fit(loader, epochs=1, seed=3, progress=False)
+    up.fit(loader, epochs=1, seed=3, progress=False, checkpoint=checkpoint)
     return {k: v.detach().clone() for k, v in up.decoder.state_dict().items()}
 
 
@@ -59,7 +64,7 @@ def _worker(rank: int, init_file: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         loader = DataLoader(_Blobs(), batch_size=PER_RANK_BATCH, shuffle=False)  # sharded by fit
-        state = _fit(loader)
+        state = _fit(loader, checkpoint=out + ".ckpt")  # written by rank 0
         if rank == 0:
             torch.save(state, out)
     finally:
@@ -82,7 +87,9 @@ def test_two_process_fit_matches_single_process(tmp_path) -> None:
     out = str(tmp_path / "rank0.pt")
     mp.spawn(_worker, args=(str(tmp_path / "init"), out), nprocs=WORLD, join=True)
     distributed = torch.load(out, weights_only=True)
-    single = _fit(_rank_ordered_single_process_loader())
+    single = _fit(_rank_ordered_single_process_loader(), checkpoint=str(tmp_path / "single.pt"))
+    floors = [read_checkpoint(path)["training"]["confidence_floor"] for path in (out + ".ckpt", tmp_path / "single.pt")]
+    assert floors[0] == pytest.approx(floors[1], abs=1e-6)  # not the median of one process's images
     assert distributed.keys() == single.keys()
     for key in single:
         assert torch.allclose(distributed[key].float(), single[key].float(), atol=1e-4, rtol=1e-3), key
